@@ -1,0 +1,31 @@
+"""Dataset loaders, frozen encoders and the feature cache (first stage of the one-way data flow).
+
+Loaders register in :data:`DATASETS` as ``loader(data_root: Path | None, **options) -> PairedDataset``.
+"""
+
+from datasets.base import DatasetError, FeatureSplit, Features, PairedDataset, feature_split, resolve_data_root
+from datasets.registry import Registry, RegistryError
+
+DATASETS: Registry = Registry("dataset")
+
+# Importing the modules registers the loaders.
+from datasets import synthetic  # noqa: E402,F401
+
+for _module in ("medpix", "roco", "openi", "mirflickr"):
+    try:
+        __import__(f"datasets.{_module}")
+    except ModuleNotFoundError as _err:  # a loader module not written yet
+        if _err.name != f"datasets.{_module}":
+            raise
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "FeatureSplit",
+    "Features",
+    "PairedDataset",
+    "Registry",
+    "RegistryError",
+    "feature_split",
+    "resolve_data_root",
+]

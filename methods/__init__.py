@@ -1,0 +1,94 @@
+"""Hashing methods and reference baselines, in a registry (second stage of the one-way data flow).
+
+Register a method class with :func:`register_method`; an ablation or other variant is a registered name
+that maps to the same class with config overrides (:func:`register_variant`), never a copied file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets.registry import Registry, RegistryError
+from methods.base import ConfigError, EncodedBatch, HashingMethod, MethodConfig
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """What a registry name stands for: a method class plus config overrides (empty for the default)."""
+
+    cls: type[HashingMethod]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None  # name of the method this is a variant of
+    description: str = ""
+
+
+METHODS: Registry[MethodEntry] = Registry("method")
+
+
+def register_method(name: str, *, tags: tuple[str, ...] = (), description: str = ""):
+    """Class decorator: register a :class:`HashingMethod` subclass under ``name``."""
+
+    def decorator(cls: type[HashingMethod]) -> type[HashingMethod]:
+        METHODS.add(name, MethodEntry(cls, {}, None, description or (cls.__doc__ or "").strip().split("\n")[0]), tags=tags)
+        return cls
+
+    return decorator
+
+
+def register_variant(name: str, base: str, *, description: str, tags: tuple[str, ...] = ("ablation",), **overrides: Any) -> None:
+    """Register ``name`` as method ``base`` with config ``overrides`` (e.g. an ablation).
+
+    Raises
+    ------
+    RegistryError
+        If ``base`` is unknown or ``name`` is taken.
+    ConfigError
+        If an override is not a field of the base method's config.
+    """
+    entry = METHODS.get(base)
+    entry.cls.config_class.from_dict({**entry.overrides, **overrides})  # validates the field names
+    METHODS.add(name, MethodEntry(entry.cls, {**entry.overrides, **overrides}, base, description), tags=tags)
+
+
+def method_config(name: str, params: dict[str, Any] | None = None) -> MethodConfig:
+    """The validated config of registry entry ``name`` with user ``params`` applied on top."""
+    entry = METHODS.get(name)
+    return entry.cls.config_class.from_dict({**entry.overrides, **(params or {})})
+
+
+def create_method(name: str, params: dict[str, Any] | None = None, *, device: str = "cpu") -> HashingMethod:
+    """Instantiate registry entry ``name`` (variant overrides, then ``params``) on ``device``.
+
+    Raises
+    ------
+    RegistryError
+        Unknown name (the message lists the valid names).
+    ConfigError
+        Unknown or out-of-range parameter.
+    """
+    entry = METHODS.get(name)
+    return entry.cls(method_config(name, params), device=device)
+
+
+# Importing the modules registers the methods.
+for _module in ("baselines", "ucmfh", "mcmfh", "dscph", "ddbh"):
+    try:
+        __import__(f"methods.{_module}")
+    except ModuleNotFoundError as _err:  # a method module not written yet
+        if _err.name != f"methods.{_module}":
+            raise
+
+__all__ = [
+    "METHODS",
+    "ConfigError",
+    "EncodedBatch",
+    "HashingMethod",
+    "MethodConfig",
+    "MethodEntry",
+    "RegistryError",
+    "create_method",
+    "method_config",
+    "register_method",
+    "register_variant",
+]
