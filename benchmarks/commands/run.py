@@ -1,0 +1,115 @@
+"""``run``: train and evaluate methods on datasets at several code lengths and seeds; print and save results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cli import UsageError, add_device_argument, resolve_device
+
+NAME = "run"
+HELP = "train and evaluate methods × datasets × bits × seeds; write result rows and print a summary table"
+
+
+def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}``; a malformed item raises :class:`UsageError`."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_param_values(items: list[str] | None) -> dict[str, Any]:
+    """``--param lr=0.001 --param moe=false`` → typed values (JSON parsing, falling back to the string)."""
+    out: dict[str, Any] = {}
+    for key, raw in parse_key_values(items, "--param").items():
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` and prove a file can be written there, else raise :class:`UsageError`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise UsageError(f"output folder {out} is not writable ({err.strerror or err})") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", nargs="+", default=["all"], metavar="NAME",
+                   help="method names, wildcards, or 'all' (every registered method except ablation variants)")
+    p.add_argument("--datasets", nargs="+", default=["synthetic"], metavar="NAME", help="dataset names (default: synthetic)")
+    p.add_argument("--bits", nargs="*", type=int, default=[16, 32, 64], help="code lengths K >= 8 (default: 16 32 64)")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="method seeds (default: 0 1 2)")
+    p.add_argument("--protocols", nargs="+", choices=("unimodal", "paired"), default=["unimodal", "paired"])
+    p.add_argument("--tasks", nargs="+", choices=("i2t", "t2i", "i2i", "t2t"), default=["i2t", "t2i"])
+    p.add_argument("--data-root", default=None, help="folder holding the datasets (else $MEDHASH_DATA_ROOT)")
+    p.add_argument("--out", default="results", help="output folder (default: results/)")
+    p.add_argument("--encoder", default="auto", help="feature encoder: auto, offline, biomedclip, precomputed")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (else $MEDHASH_CACHE_DIR or ~/.cache/medhash-bench)")
+    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="loader option (repeatable)")
+    p.add_argument("--label-scheme", default=None, help="label scheme of the dataset loader")
+    p.add_argument("--dataset-seed", type=int, default=0, help="seed of generated data / seeded splits (default 0)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method config override (repeatable)")
+    p.add_argument("--params", choices=("default", "best"), default="default",
+                   help="'best' takes the best trial of --study as method parameters")
+    p.add_argument("--study", default=None, help="Optuna study name for --params best")
+    p.add_argument("--storage", default=None, help="Optuna storage (journal file path or SQL URL) for --params best")
+    p.add_argument("--force", action="store_true", help="rerun cells that already have results")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_argument(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    from benchmarks.results import iter_rows
+    from benchmarks.runner import RunSpec, run, summary_tables
+    from datasets import DATASETS, resolve_data_root
+    from methods import METHODS
+
+    if not args.bits:
+        raise UsageError("--bits needs at least one code length")
+    bad = [b for b in args.bits if b < 8]
+    if bad:
+        raise UsageError(f"--bits must all be >= 8, got {bad}")
+    if not args.seeds:
+        raise UsageError("--seeds needs at least one seed")
+    methods = METHODS.resolve(args.methods, all_excludes_tag="ablation")
+    datasets = DATASETS.resolve(args.datasets)
+    params = parse_param_values(args.param)
+    if args.params == "best":
+        if not args.study:
+            raise UsageError("--params best needs --study NAME")
+        from benchmarks.tuning import best_params
+
+        params = {**best_params(args.study, args.storage), **params}
+    out = Path(args.out)
+    check_writable(out)
+    spec = RunSpec(
+        methods=methods, datasets=datasets, bits=sorted(set(args.bits)), seeds=list(dict.fromkeys(args.seeds)),
+        protocols=args.protocols, tasks=args.tasks, out=out, data_root=resolve_data_root(args.data_root),
+        encoder=args.encoder, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        device=resolve_device(args.device), dataset_options=parse_key_values(args.dataset_option, "--dataset-option"),
+        label_scheme=args.label_scheme, dataset_seed=args.dataset_seed,
+        params={m: params for m in methods} if params else {}, force=args.force, progress=not args.no_progress,
+    )
+    outcomes = run(spec)
+    done = sum(o.status == "done" for o in outcomes)
+    print(f"{done} cell(s) run, {len(outcomes) - done} already finished (skipped); results in {out}/cells")
+    wanted = {str(o.path) for o in outcomes}
+    rows = [r for o in outcomes if str(o.path) in wanted for r in iter_rows(o.path.parent) if r["cell_id"] == o.cell_id]
+    for title, text in summary_tables(rows):
+        print(f"\n{title}\n{text}")
+    return 0

@@ -1,0 +1,412 @@
+"""The ``run`` loop: for each (dataset, method, bits, seed) cell, fit, encode, evaluate, time, write rows.
+
+A cell's rows are written at once, atomically, to a file named by the hash of the cell's full config
+(:mod:`benchmarks.results`); a finished cell is skipped on a re-run (``force=False``), so a killed run
+resumes without losing or duplicating rows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.results import cell_path, config_hash, git_commit, package_versions, write_cell
+from datasets import DATASETS
+from datasets.base import Features, FeatureSplit, PairedDataset, feature_split
+from methods import METHODS, HashingMethod, create_method, method_config
+
+PROTOCOLS = ("unimodal", "paired")
+TASKS = ("i2t", "t2i", "i2i", "t2t")
+TIES = ("aware", "index")
+SEARCH_K = 100
+#: (query modality, database modality) per task.
+TASK_SIDES = {"i2t": ("image", "text"), "t2i": ("text", "image"), "i2i": ("image", "image"), "t2t": ("text", "text")}
+
+
+# ---- data -------------------------------------------------------------------------------------------
+def prepare_features(
+    dataset_name: str,
+    *,
+    data_root: Path | None,
+    encoder: str = "auto",
+    device: str = "cpu",
+    dataset_options: dict[str, str] | None = None,
+    cache_dir: Path | None = None,
+    label_scheme: str | None = None,
+    dataset_seed: int = 0,
+    progress: bool = True,
+) -> tuple[PairedDataset, Features]:
+    """Load dataset ``dataset_name`` and its frozen-encoder features (extracted and cached on first use).
+
+    Parameters
+    ----------
+    dataset_name : str
+        Registry name (``synthetic``, ``medpix``, ...).
+    data_root : Path | None
+        Folder holding the datasets in their original layouts.
+    encoder : str
+        Encoder registry name, ``"auto"`` (BiomedCLIP if its weights are available locally, else
+        ``offline``) or ``"precomputed"`` for datasets that ship features.
+    dataset_options : dict[str, str] | None
+        Loader options (``--dataset-option k=v``).
+    dataset_seed : int
+        Seed of seeded splits / generated data (fixed across method seeds).
+
+    Returns
+    -------
+    (PairedDataset, Features)
+        Features hold (N, d_img) and (N, d_txt) float32 arrays in the dataset's item order.
+
+    Raises
+    ------
+    DatasetError
+        Missing data, bad options, or an encoder that cannot be loaded (with how to fix it).
+    """
+    loader = DATASETS.get(dataset_name)
+    dataset = loader(data_root, label_scheme=label_scheme, seed=dataset_seed, **(dataset_options or {}))
+    if dataset.image_features is not None and dataset.text_features is not None and encoder in ("auto", "precomputed"):
+        return dataset, Features(dataset.image_features, dataset.text_features, "precomputed")
+    from datasets.features import load_or_extract_features
+
+    features = load_or_extract_features(dataset, encoder, cache_dir=cache_dir, device=device, progress=progress)
+    return dataset, features
+
+
+def encode_split(method: HashingMethod, split: FeatureSplit, protocol: str) -> dict[str, np.ndarray]:
+    """Relaxed codes (or float embeddings) of one split under ``protocol``.
+
+    ``unimodal``: each modality encoded from its own features only. ``paired``: both halves of the code
+    computed from the full (image, text) pair (the UCMFH/MCMFH papers' protocol).
+
+    Returns
+    -------
+    dict with keys ``image`` and ``text``, arrays of shape (n, K) float32.
+    """
+    if protocol == "unimodal":
+        return {"image": method.encode(image=split.image).image, "text": method.encode(text=split.text).text}
+    if protocol == "paired":
+        out = method.encode(image=split.image, text=split.text)
+        return {"image": out.image, "text": out.text}
+    raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+
+
+def evaluate_codes(
+    method: HashingMethod,
+    q_codes: np.ndarray,
+    db_codes: np.ndarray,
+    q_labels: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    tie: str,
+    shuffle_seed: int,
+    metrics: Any = None,
+):
+    """Evaluate one task: Hamming ranking of ``code >= 0`` bits for hashing methods, cosine for float ones."""
+    from benchmarks.evaluation import binarize, evaluate_hamming, evaluate_scores
+
+    if method.binary:
+        return evaluate_hamming(
+            binarize(q_codes), binarize(db_codes), q_labels, db_labels, tie=tie, metrics=metrics, shuffle_seed=shuffle_seed
+        )
+    return evaluate_scores(q_codes, db_codes, q_labels, db_labels, tie=tie, metrics=metrics, shuffle_seed=shuffle_seed)
+
+
+def validation_score(
+    method: HashingMethod, dataset: PairedDataset, features: Features, *, protocol: str = "unimodal"
+) -> float:
+    """Model-selection score: mean of i2t and t2i tie-aware mAP, validation split as queries, train split
+    as database (labels of those two splits only; the query split is never touched)."""
+    val = feature_split(dataset, features, "validation")
+    train = feature_split(dataset, features, "train")
+    qv, dv = encode_split(method, val, protocol), encode_split(method, train, protocol)
+    scores = []
+    for task in ("i2t", "t2i"):
+        qs, ds = TASK_SIDES[task]
+        res = evaluate_codes(method, qv[qs], dv[ds], val.labels, train.labels, tie="aware", shuffle_seed=0)
+        scores.append(res.get("map"))
+    return float(np.mean(scores))
+
+
+# ---- timing -----------------------------------------------------------------------------------------
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(times))
+
+
+def time_search(queries: np.ndarray, database: np.ndarray, *, binary: bool, k: int = SEARCH_K, n_queries: int = 50) -> float:
+    """Median milliseconds to return the top-``k`` for ONE query (batch size 1) with the exact engine.
+
+    Parameters
+    ----------
+    queries : (nq, K) relaxed codes if ``binary`` else (nq, d) float features.
+    database : (nd, K) relaxed codes or (nd, d) float features.
+    """
+    from benchmarks.engines import create_engine
+    from benchmarks.evaluation import binarize, pack_bits
+
+    if binary:
+        engine = create_engine("popcount")
+        engine.build(pack_bits(binarize(database)))
+        q = pack_bits(binarize(queries))
+    else:
+        engine = create_engine("numpy-ip")
+        engine.build(np.ascontiguousarray(database, dtype=np.float32))
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(k, database.shape[0])
+    rows = q[: max(1, min(n_queries, len(q)))]
+    times = []
+    engine.search(rows[:1], k)  # warm-up
+    for i in range(len(rows)):
+        t0 = time.perf_counter()
+        engine.search(rows[i : i + 1], k)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(times))
+
+
+# ---- cells ------------------------------------------------------------------------------------------
+@dataclass
+class RunSpec:
+    """Everything ``run`` was asked to do (one invocation)."""
+
+    methods: list[str]
+    datasets: list[str]
+    bits: list[int]
+    seeds: list[int]
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    tasks: list[str] = field(default_factory=lambda: ["i2t", "t2i"])
+    ties: list[str] = field(default_factory=lambda: list(TIES))
+    out: Path = Path("results")
+    data_root: Path | None = None
+    encoder: str = "auto"
+    cache_dir: Path | None = None
+    device: str = "cpu"
+    dataset_options: dict[str, str] = field(default_factory=dict)
+    label_scheme: str | None = None
+    dataset_seed: int = 0
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass
+class CellOutcome:
+    """One cell's fate in this invocation."""
+
+    cell_id: str
+    path: Path
+    status: str  # "done" (ran now) or "skipped" (already finished)
+    seconds: float = 0.0
+
+
+def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, method: str, bits: int | None, seed: int) -> dict[str, Any]:
+    """The full config of a cell; its hash names the result file."""
+    from benchmarks.evaluation import MetricSpec
+
+    entry = METHODS.get(method)
+    return {
+        "method": method,
+        "method_class": f"{entry.cls.__module__}.{entry.cls.__qualname__}",
+        "method_config": method_config(method, spec.params.get(method)).to_dict(),
+        "dataset": dataset.name,
+        "dataset_options": dict(sorted(spec.dataset_options.items())),
+        "dataset_seed": spec.dataset_seed,
+        "label_scheme": dataset.label_scheme,
+        "encoder": features.encoder,
+        "bits": bits,
+        "seed": seed,
+        "protocols": list(spec.protocols),
+        "tasks": list(spec.tasks),
+        "ties": list(spec.ties),
+        "metrics": repr(MetricSpec()),
+        "split_sizes": dataset.split_sizes(),
+    }
+
+
+def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_name: str, bits: int | None, seed: int, *, run_id: str) -> list[dict[str, Any]]:
+    """Fit one method and return every result row of the cell (accuracy, latency, memory, extras)."""
+    t_start = time.perf_counter()
+    config = cell_config(spec, dataset, features, method_name, bits, seed)
+    cid = config_hash(config)
+    entry = METHODS.get(method_name)
+    method = create_method(method_name, spec.params.get(method_name), device=spec.device)
+    train = feature_split(dataset, features, "train")
+    val = feature_split(dataset, features, "validation")
+    query = feature_split(dataset, features, "query")
+    db = feature_split(dataset, features, "database")
+    method.fit(train, val, bits if bits is not None else 0, seed)
+    sizes = dataset.split_sizes()
+    info = method.info()
+    base = {
+        "run_id": run_id,
+        "cell_id": cid,
+        "method": entry.base or method_name,
+        "variant": method_name,
+        "method_config": config["method_config"],
+        "method_info": {k: v for k, v in info.items() if k != "expert_load"},
+        "dataset": dataset.name,
+        "label_scheme": dataset.label_scheme,
+        "encoder": features.encoder,
+        "bits": bits,
+        "seed": seed,
+        "n_train": sizes["train"],
+        "n_validation": sizes["validation"],
+        "n_query": sizes["query"],
+        "n_database": sizes["database"],
+        "db_includes_train": dataset.db_includes_train,
+        "config_hash": cid,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }
+    rows: list[dict[str, Any]] = []
+
+    def add(**fields: Any) -> None:
+        row = {**base, "k": None, "chance": None, "n_queries": None, "n_queries_without_relevant": None}
+        row.update(fields)
+        rows.append(row)
+
+    for protocol in spec.protocols:
+        q_codes, db_codes = encode_split(method, query, protocol), encode_split(method, db, protocol)
+        for task in spec.tasks:
+            qs, ds = TASK_SIDES[task]
+            for tie in spec.ties:
+                res = evaluate_codes(method, q_codes[qs], db_codes[ds], query.labels, db.labels, tie=tie, shuffle_seed=seed)
+                for mv in res.values:
+                    add(protocol=protocol, task=task, metric=mv.metric, k=mv.k, tie=tie, value=float(mv.value),
+                        chance=None if mv.chance is None else float(mv.chance), n_queries=res.n_queries,
+                        n_queries_without_relevant=res.n_queries_without_relevant, n_database=res.n_database,
+                        tie_shuffle_seed=res.shuffle_seed)
+
+    # Latency and memory (evaluation spec, "Latency and memory in every run").
+    n_time = min(len(query), 64)
+    for task, modality in (("i2t", "image"), ("t2i", "text")):
+        x = getattr(query, modality)[:n_time]
+        enc = (lambda x=x, modality=modality: method.encode(**{modality: x}))
+        add(protocol="unimodal", task=task, metric="encode_ms_per_item", tie=None,
+            value=_median_ms(enc, 3) / len(x))
+    q_img = encode_split(method, query, "unimodal")["image"]
+    db_txt = encode_split(method, db, "unimodal")["text"]
+    feat_dim = int(query.image.shape[1])
+    search_ms = time_search(q_img, db_txt, binary=method.binary)
+    real_ms = time_search(query.image, db.image, binary=False)
+    code_bytes = (bits + 7) // 8 if method.binary and bits else 4 * int(q_img.shape[1])
+    for metric, value, extra in (
+        ("search_ms_per_query", search_ms, {"search_k": SEARCH_K}),
+        ("search_ms_per_query_real", real_ms, {"search_k": SEARCH_K, "feature_dim": feat_dim}),
+        ("bytes_per_item", float(code_bytes), {}),
+        ("bytes_per_item_real", float(4 * feat_dim), {"feature_dim": feat_dim}),
+    ):
+        add(protocol="unimodal", task="i2t", metric=metric, tie=None, value=value, **extra)
+
+    for e, load in enumerate(info.get("expert_load", []) or []):
+        add(protocol="-", task="-", metric="expert_load", k=e, tie=None, value=float(load))
+
+    wall = time.perf_counter() - t_start
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for row in rows:
+        row.setdefault("n_database", sizes["database"])
+        row["wall_time_s"] = round(wall, 3)
+        row["timestamp"] = stamp
+    return rows
+
+
+def run(spec: RunSpec, *, echo: Callable[[str], None] = print) -> list[CellOutcome]:
+    """Run every cell of ``spec`` (skipping finished ones unless ``spec.force``); returns their outcomes.
+
+    Raises
+    ------
+    RegistryError, DatasetError, ConfigError
+        For unknown names, missing data or bad parameters — before any training starts.
+    """
+    from tqdm import tqdm
+
+    from datasets.cache_io import atomic_write_json
+
+    for m in spec.methods:  # validate every method config up front
+        method_config(m, spec.params.get(m))
+    run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    outcomes: list[CellOutcome] = []
+    manifest = {"run_id": run_id, "spec": {k: str(v) if isinstance(v, Path) else v for k, v in vars(spec).items()}, "cells": []}
+    for dataset_name in spec.datasets:
+        dataset, features = prepare_features(
+            dataset_name, data_root=spec.data_root, encoder=spec.encoder, device=spec.device,
+            dataset_options=spec.dataset_options, cache_dir=spec.cache_dir, label_scheme=spec.label_scheme,
+            dataset_seed=spec.dataset_seed, progress=spec.progress,
+        )
+        if dataset.skipped:
+            echo(f"{dataset_name}: skipped source records: " + ", ".join(f"{k}={v}" for k, v in dataset.skipped.items()))
+        cells = [
+            (m, b, s)
+            for m in spec.methods
+            for b in (spec.bits if METHODS.get(m).cls.binary else [None])
+            for s in spec.seeds
+        ]
+        bar = tqdm(cells, desc=f"{dataset_name}", unit="cell", disable=not spec.progress)
+        for m, b, s in bar:
+            bar.set_postfix_str(f"{m} {b or 'float'}b seed {s}")
+            cid = config_hash(cell_config(spec, dataset, features, m, b, s))
+            path = cell_path(spec.out, dataset.name, m, cid)
+            if path.exists() and not spec.force:
+                outcomes.append(CellOutcome(cid, path, "skipped"))
+                continue
+            t0 = time.perf_counter()
+            rows = run_cell(spec, dataset, features, m, b, s, run_id=run_id)
+            write_cell(path, rows)
+            outcomes.append(CellOutcome(cid, path, "done", time.perf_counter() - t0))
+        manifest["cells"] = [{"cell_id": o.cell_id, "path": str(o.path), "status": o.status, "seconds": round(o.seconds, 3)} for o in outcomes]
+        atomic_write_json(Path(spec.out) / "runs" / f"{run_id}.json", manifest)
+    return outcomes
+
+
+# ---- summary ----------------------------------------------------------------------------------------
+def summary_tables(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Summary tables (title, text) per (dataset, protocol): mAP mean ± std over seeds per method and bits,
+    for i2t and t2i under both tie policies, beside search latency and bytes per item; chance row last."""
+    import pandas as pd
+    from tabulate import tabulate
+
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return []
+    df["bits_label"] = df["bits"].map(lambda b: "float" if b is None or (isinstance(b, float) and np.isnan(b)) else str(int(b)))
+    out = []
+
+    def fmt(values: pd.Series) -> str:
+        v = values.astype(float)
+        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+    acc = df[(df["metric"] == "map") & df["protocol"].isin(PROTOCOLS)]
+    eff = df[df["metric"].isin(["search_ms_per_query", "search_ms_per_query_real", "bytes_per_item"])]
+    for (dataset, protocol), part in acc.groupby(["dataset", "protocol"], sort=False):
+        table = []
+        keys = part[["variant", "bits_label"]].drop_duplicates().itertuples(index=False)
+        for variant, bits_label in keys:
+            sel = part[(part["variant"] == variant) & (part["bits_label"] == bits_label)]
+            line = {"method": variant, "bits": bits_label}
+            for task in [t for t in TASKS if t in set(sel["task"])]:
+                for tie in [t for t in TIES if t in set(sel["tie"])]:
+                    cell = sel[(sel["task"] == task) & (sel["tie"] == tie)]
+                    line[f"{task} mAP ({tie})"] = fmt(cell["value"])
+            e = eff[(eff["dataset"] == dataset) & (eff["variant"] == variant) & (eff["bits_label"] == bits_label)]
+            for metric, label in (("search_ms_per_query", "search ms/q"), ("search_ms_per_query_real", "float search ms/q"), ("bytes_per_item", "bytes/item")):
+                vals = e.loc[e["metric"] == metric, "value"].astype(float)
+                line[label] = f"{vals.median():.3g}" if len(vals) else "-"
+            line["seeds"] = str(sel["seed"].nunique())
+            table.append(line)
+        chance = part.groupby("task")["chance"].mean()
+        table.append({"method": "(chance)", "bits": "-", **{f"{t} mAP (aware)": f"{chance[t]:.3f}" for t in chance.index if chance[t] == chance[t]}})
+        text = tabulate(pd.DataFrame(table).fillna(""), headers="keys", tablefmt="github", showindex=False)
+        out.append((f"{dataset} — protocol {protocol} — mAP@all mean ± std over seeds (tie-aware and index ties)", text))
+    return out
