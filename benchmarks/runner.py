@@ -76,7 +76,10 @@ def prepare_features(
         return dataset, Features(dataset.image_features, dataset.text_features, "precomputed")
     from datasets.features import load_or_extract_features
 
-    features = load_or_extract_features(dataset, encoder, cache_dir=cache_dir, device=device, progress=progress)
+    features = load_or_extract_features(
+        dataset, encoder, cache_dir=cache_dir, device=device, progress=progress,
+        text_field=str(dataset.info.get("text_field", "caption")),
+    )
     return dataset, features
 
 
@@ -136,12 +139,20 @@ def validation_score(
 
 
 # ---- timing -----------------------------------------------------------------------------------------
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
+def time_encode_one(method: HashingMethod, features: np.ndarray, modality: str, n_items: int = 20) -> float:
+    """Median milliseconds to encode ONE query item (batch size 1) of ``modality`` from its features.
+
+    Parameters
+    ----------
+    features : np.ndarray, shape (n, d), float32 — query features of that modality; the first
+        ``n_items`` rows are timed one at a time after one warm-up call.
+    """
+    rows = features[: max(1, min(n_items, len(features)))]
+    method.encode(**{modality: rows[:1]})  # warm-up
     times = []
-    for _ in range(repeats):
+    for i in range(len(rows)):
         t0 = time.perf_counter()
-        fn()
+        method.encode(**{modality: rows[i : i + 1]})
         times.append((time.perf_counter() - t0) * 1e3)
     return float(statistics.median(times))
 
@@ -290,12 +301,9 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
                         tie_shuffle_seed=res.shuffle_seed)
 
     # Latency and memory (evaluation spec, "Latency and memory in every run").
-    n_time = min(len(query), 64)
     for task, modality in (("i2t", "image"), ("t2i", "text")):
-        x = getattr(query, modality)[:n_time]
-        enc = (lambda x=x, modality=modality: method.encode(**{modality: x}))
         add(protocol="unimodal", task=task, metric="encode_ms_per_item", tie=None,
-            value=_median_ms(enc, 3) / len(x))
+            value=time_encode_one(method, getattr(query, modality), modality))
     q_img = encode_split(method, query, "unimodal")["image"]
     db_txt = encode_split(method, db, "unimodal")["text"]
     feat_dim = int(query.image.shape[1])

@@ -3,7 +3,7 @@
 Loaders register in :data:`DATASETS` as ``loader(data_root: Path | None, **options) -> PairedDataset``.
 """
 
-from datasets.base import DatasetError, FeatureSplit, Features, PairedDataset, feature_split, resolve_data_root
+from datasets.base import DatasetError, Features, FeatureSplit, PairedDataset, feature_split, resolve_data_root
 from datasets.registry import Registry, RegistryError
 
 DATASETS: Registry = Registry("dataset")
