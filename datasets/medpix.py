@@ -1,0 +1,480 @@
+"""MedPix 2.0 loader (``medpix``) and the option / label / image-check helpers shared by every real loader.
+
+MedPix 2.0 (Siragusa et al., *Data Science and Engineering*, 2025, doi 10.1007/s41019-025-00297-8;
+github.com/CHILab1/MedPix-2.0) pairs 2,050 CT and MR images of 671 clinical cases with per-image captions.
+Expected layout under the data root::
+
+    medpix-2.0/
+        Case_topic.json                         one record per case (U_id, Case.Findings, Topic.Category, ...)
+        Descriptions.json                       one record per image (cross-checked against the splits)
+        images/<image>.png                      any size, mode L or RGB
+        splitted_dataset/descriptions_{train,dev,test}.jsonl   the official case-level split
+
+An item is one image with its own caption (``Description.Caption``). Splits are the official ones:
+train = ``descriptions_train.jsonl`` (1,653), validation = ``descriptions_dev.jsonl`` (197),
+query = ``descriptions_test.jsonl`` (200), database = train + validation (``db_includes_train=True``).
+
+The helpers in the second half (:class:`OptionSpec`, :func:`parse_options`, :func:`multi_hot`,
+:func:`top_n_vocabulary`, :func:`check_image`, :class:`SkipCounter`) are used by the ``roco``, ``openi`` and
+``mirflickr25k`` loaders too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets import DATASETS
+from datasets.base import DatasetError, PairedDataset, require_dir
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared helpers (options, labels, image checks, skip counts)
+# ----------------------------------------------------------------------------------------------------------
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+#: How a loader checks an image file: ``exists`` (a non-empty regular file), ``open`` (PIL parses the header:
+#: format and size; milliseconds per image), ``verify`` (PIL ``Image.verify()``: the whole file, PNG CRCs).
+IMAGE_CHECKS = ("exists", "open", "verify")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One loader option: its kind, default and allowed values.
+
+    Attributes
+    ----------
+    kind : str
+        ``"bool"`` (true/false/1/0/yes/no/on/off), ``"int"``, ``"choice"`` or ``"str"``.
+    default : Any
+        Value used when the option is not given.
+    choices : tuple[str, ...]
+        Allowed values of a ``"choice"`` option.
+    low : int | None
+        Smallest allowed value of an ``"int"`` option.
+    help : str
+        One line shown in error messages and ``data info``.
+    """
+
+    kind: str
+    default: Any
+    choices: tuple[str, ...] = ()
+    low: int | None = None
+    help: str = ""
+
+
+def parse_options(dataset: str, options: Mapping[str, object], spec: Mapping[str, OptionSpec]) -> dict[str, Any]:
+    """Validate a loader's ``**options`` (strings from ``--dataset-option key=value``, or Python values).
+
+    Parameters
+    ----------
+    dataset : str
+        Loader name, used in error messages.
+    options : mapping of str to object
+        What the caller passed.
+    spec : mapping of str to OptionSpec
+        The options the loader accepts.
+
+    Returns
+    -------
+    dict
+        Every option of ``spec`` with its parsed value (defaults filled in).
+
+    Raises
+    ------
+    DatasetError
+        For an unknown option (listing the valid ones) or a value of the wrong kind, naming the option.
+    """
+    unknown = sorted(set(options) - set(spec))
+    if unknown:
+        raise DatasetError(f"{dataset}: unknown option(s) {unknown}; valid options: {sorted(spec)}")
+    out: dict[str, Any] = {}
+    for key, sp in spec.items():
+        if key not in options or options[key] is None:
+            out[key] = sp.default
+            continue
+        raw = options[key]
+        text = str(raw).strip()
+        if sp.kind == "bool":
+            if isinstance(raw, bool):
+                out[key] = raw
+            elif text.lower() in _TRUE:
+                out[key] = True
+            elif text.lower() in _FALSE:
+                out[key] = False
+            else:
+                raise DatasetError(f"{dataset}: option {key}={raw!r} is not a boolean (use true or false)")
+        elif sp.kind == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                raise DatasetError(f"{dataset}: option {key}={raw!r} is not an integer") from None
+            if sp.low is not None and value < sp.low:
+                raise DatasetError(f"{dataset}: option {key}={value} must be >= {sp.low}")
+            out[key] = value
+        elif sp.kind == "choice":
+            if text not in sp.choices:
+                raise DatasetError(f"{dataset}: option {key}={raw!r} is not one of {list(sp.choices)}")
+            out[key] = text
+        elif sp.kind == "str":
+            if not text:
+                raise DatasetError(f"{dataset}: option {key} is empty")
+            out[key] = text
+        else:  # pragma: no cover - programming error in a loader's spec
+            raise ValueError(f"unknown option kind {sp.kind!r}")
+    return out
+
+
+class SkipCounter:
+    """Count skipped source records by reason (reported in :attr:`PairedDataset.skipped`, never silent)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, reason: str, n: int = 1) -> None:
+        """Record ``n`` records skipped for ``reason``."""
+        if n:
+            self.counts[reason] += n
+
+    def as_dict(self) -> dict[str, int]:
+        """Reason → count, reasons sorted."""
+        return {k: int(self.counts[k]) for k in sorted(self.counts)}
+
+
+def check_image(path: Path, mode: str) -> str | None:
+    """Check one image file cheaply.
+
+    Parameters
+    ----------
+    path : Path
+        The image file.
+    mode : str
+        One of :data:`IMAGE_CHECKS`: ``exists`` (regular non-empty file), ``open`` (PIL reads the header; the
+        pixels are not decoded), ``verify`` (PIL ``Image.verify()`` reads the whole file and checks PNG CRCs).
+
+    Returns
+    -------
+    str | None
+        ``None`` when the image passes, else the skip reason ``"missing image file"`` or
+        ``"unreadable image"``.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing image file"
+    if not path.is_file():
+        return "missing image file"
+    if st.st_size == 0:
+        return "unreadable image"
+    if mode == "exists":
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.size[0] <= 0 or im.size[1] <= 0:
+                return "unreadable image"
+            if mode == "verify":
+                im.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return "unreadable image"
+    return None
+
+
+def top_n_vocabulary(label_sets: Iterable[Iterable[str]], n: int) -> list[str]:
+    """The ``n`` most frequent labels (each set counted once per label), ties broken by name.
+
+    Parameters
+    ----------
+    label_sets : iterable of iterables of str
+        One collection of labels per record.
+    n : int
+        How many labels to keep; ``0`` keeps every label.
+
+    Returns
+    -------
+    list[str]
+        Labels sorted by decreasing frequency, then name (deterministic).
+    """
+    counts: Counter[str] = Counter()
+    for labels in label_sets:
+        counts.update(set(labels))
+    ranked = sorted(counts, key=lambda name: (-counts[name], name))
+    return ranked if n == 0 else ranked[:n]
+
+
+def multi_hot(label_sets: Sequence[Iterable[str]], vocabulary: Sequence[str]) -> np.ndarray:
+    """Multi-hot matrix of ``label_sets`` over ``vocabulary`` (labels outside the vocabulary are ignored).
+
+    Returns
+    -------
+    np.ndarray, shape (len(label_sets), len(vocabulary)), dtype uint8
+    """
+    col = {name: j for j, name in enumerate(vocabulary)}
+    out = np.zeros((len(label_sets), len(vocabulary)), dtype=np.uint8)
+    for i, labels in enumerate(label_sets):
+        for name in labels:
+            j = col.get(name)
+            if j is not None:
+                out[i, j] = 1
+    return out
+
+
+def split_indices(
+    groups: Sequence[str], names: Sequence[str] = ("train", "validation", "query")
+) -> dict[str, np.ndarray]:
+    """Index arrays per split from a per-item split name, plus ``database`` = train + validation.
+
+    Parameters
+    ----------
+    groups : sequence of str, length N
+        The split name of every item (``"train"``, ``"validation"`` or ``"query"``).
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        int64 index arrays for ``train``, ``validation``, ``query`` and ``database`` (sorted).
+    """
+    arr = np.asarray(groups, dtype=object)
+    out = {s: np.flatnonzero(arr == s).astype(np.int64) for s in names}
+    out["database"] = np.sort(np.concatenate([out["train"], out["validation"]])).astype(np.int64)
+    return out
+
+
+def clean_text(text: object) -> str:
+    """Collapse runs of white space to one space and strip; ``None``/NaN give ``""``."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return ""
+    return " ".join(str(text).split())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MedPix 2.0
+# ----------------------------------------------------------------------------------------------------------
+
+MEDPIX_SUBDIR = "medpix-2.0"
+MEDPIX_HOW_TO_GET = (
+    "Get MedPix 2.0 from github.com/CHILab1/MedPix-2.0 (folder MedPix-2-0/) or run "
+    "`python -m benchmarks data fetch medpix --data-root DIR`."
+)
+#: Label schemes; ``location+topic`` is the default (fine Location plus the case topic Category).
+MEDPIX_SCHEMES = ("location+topic", "location", "location_category", "acr", "modality", "topic")
+#: Official split files → harness split names.
+MEDPIX_SPLIT_FILES = (("train", "train"), ("dev", "validation"), ("test", "query"))
+
+MEDPIX_OPTIONS: dict[str, OptionSpec] = {
+    "append_findings": OptionSpec("bool", False, help="append the case Findings (Case_topic.json) to each caption"),
+    "image_check": OptionSpec("choice", "open", IMAGE_CHECKS, help="how each image file is checked"),
+    "require_images": OptionSpec(
+        "bool", True, help="false keeps items whose image is missing or unreadable (label/text statistics only)"
+    ),
+}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"medpix: {path}:{lineno}: not valid JSON ({err.msg})") from None
+    return rows
+
+
+def _read_json_list(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"medpix: {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"medpix: {path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def _acr_labels(code: object) -> list[str]:
+    """ACR index code ``"<anatomy>.<pathology>"`` → ``["anatomy:<d>", "pathology:<d>"]`` (first digits).
+
+    The American College of Radiology index codes a finding as anatomic field and pathology, each a digit
+    string whose first digit is the major class (e.g. ``"8.3"``: genitourinary, inflammation; ``"562.1521"``:
+    major classes 5 and 1). ``-1`` marks an unspecified part and gives no label.
+    """
+    if not isinstance(code, str) or "." not in code:
+        return []
+    out = []
+    for prefix, part in zip(("anatomy", "pathology"), code.strip().split(".", 1)):
+        part = part.strip()
+        if part and part[0].isdigit():
+            out.append(f"{prefix}:{part[0]}")
+    return out
+
+
+def _medpix_labels(scheme: str, rec: dict, topic: dict | None) -> list[str]:
+    desc = rec.get("Description") or {}
+    location = clean_text(rec.get("Location"))
+    category = clean_text((topic or {}).get("Category"))
+    if scheme == "location":
+        return [location] if location else []
+    if scheme == "location_category":
+        value = clean_text(rec.get("Location Category"))
+        return [value] if value else []
+    if scheme == "acr":
+        return _acr_labels(desc.get("ACR Codes"))
+    if scheme == "modality":
+        value = clean_text(desc.get("Modality"))
+        return [value] if value else []
+    if scheme == "topic":
+        return [category] if category else []
+    # location+topic: prefixed, since several names occur in both fields ("Vascular", "Pathology", ...)
+    out = [f"location:{location}"] if location else []
+    if category:
+        out.append(f"topic:{category}")
+    return out
+
+
+@DATASETS.register("medpix")
+def load_medpix(
+    data_root: Path | None, *, label_scheme: str | None = None, seed: int = 0, **options: object
+) -> PairedDataset:
+    """Load MedPix 2.0 image–caption pairs with the official case-level split.
+
+    Parameters
+    ----------
+    data_root : Path | None
+        Folder holding ``medpix-2.0/`` (see the module docstring for the layout).
+    label_scheme : str | None
+        ``location+topic`` (default: multi-hot over the 22 fine ``Location`` values plus the case topic
+        ``Category`` of ``Case_topic.json`` joined by ``U_id``; label names ``location:<v>`` / ``topic:<v>``),
+        ``location`` (22), ``location_category`` (5), ``acr`` (ACR index code of the image: its anatomy and
+        pathology major classes, ``anatomy:<d>`` / ``pathology:<d>``; ``-1`` parts give no label),
+        ``modality`` (``Description.Modality``, e.g. ``"MR - T2 weighted"``) or ``topic`` (Category only).
+        Label vocabularies are the values seen on the kept items, sorted by name.
+    seed : int
+        Unused (the split is official); accepted for the common loader signature.
+    **options
+        ``append_findings`` (bool, default false): caption + " " + the case ``Findings``.
+        ``image_check`` (``exists`` | ``open`` (default) | ``verify``): how each PNG is checked; ``open`` has PIL
+        parse the header only (about 0.1 s for all 2,050 images), ``verify`` reads whole files.
+        ``require_images`` (bool, default true): false keeps items whose image fails the check (for text and
+        label statistics only; ``info["missing_images"]`` counts them).
+
+    Returns
+    -------
+    PairedDataset
+        ``ids`` = image names (``MPX1009_synpic46283``), ``texts`` = captions (white space collapsed),
+        ``image_paths`` = ``images/<id>.png``; labels (N, C) uint8. ``skipped`` counts records dropped for:
+        ``duplicate id``, ``empty caption``, ``missing image file``, ``unreadable image``, ``no label``,
+        ``not in any official split`` (records of ``Descriptions.json`` absent from the split files).
+
+    Raises
+    ------
+    DatasetError
+        If the folder or a required file is missing or malformed, for a bad option or label scheme, or if no
+        item is left.
+    """
+    del seed
+    scheme = label_scheme or "location+topic"
+    if scheme not in MEDPIX_SCHEMES:
+        raise DatasetError(f"medpix: unknown label scheme {scheme!r}; valid: {', '.join(MEDPIX_SCHEMES)}")
+    opts = parse_options("medpix", options, MEDPIX_OPTIONS)
+    root = require_dir(data_root, MEDPIX_SUBDIR, "medpix", MEDPIX_HOW_TO_GET)
+    split_dir = root / "splitted_dataset"
+    image_dir = root / "images"
+    topics_path = root / "Case_topic.json"
+    for path in [topics_path, image_dir] + [split_dir / f"descriptions_{f}.jsonl" for f, _ in MEDPIX_SPLIT_FILES]:
+        if not path.exists():
+            raise DatasetError(f"medpix: {path} not found. {MEDPIX_HOW_TO_GET}")
+
+    topics: dict[str, dict] = {}
+    findings: dict[str, str] = {}
+    for case in _read_json_list(topics_path):
+        uid = case.get("U_id")
+        if uid:
+            topics[uid] = case.get("Topic") or {}
+            findings[uid] = clean_text((case.get("Case") or {}).get("Findings"))
+
+    skipped = SkipCounter()
+    seen: set[str] = set()
+    ids: list[str] = []
+    texts: list[str] = []
+    paths: list[Path] = []
+    groups: list[str] = []
+    label_sets: list[list[str]] = []
+    cases: set[str] = set()
+    missing_images = 0
+    for file_key, split in MEDPIX_SPLIT_FILES:
+        path = split_dir / f"descriptions_{file_key}.jsonl"
+        for rec in _read_jsonl(path):
+            image = clean_text(rec.get("image"))
+            if not image:
+                raise DatasetError(f"medpix: {path}: a record has no 'image' field")
+            if image in seen:
+                skipped.add("duplicate id")
+                continue
+            seen.add(image)
+            caption = clean_text((rec.get("Description") or {}).get("Caption"))
+            if not caption:
+                skipped.add("empty caption")
+                continue
+            labels = _medpix_labels(scheme, rec, topics.get(rec.get("U_id", "")))
+            if not labels:
+                skipped.add("no label")
+                continue
+            image_path = image_dir / f"{image}.png"
+            problem = check_image(image_path, opts["image_check"])
+            if problem is not None:
+                if opts["require_images"]:
+                    skipped.add(problem)
+                    continue
+                missing_images += 1
+            if opts["append_findings"]:
+                extra = findings.get(rec.get("U_id", ""), "")
+                if extra:
+                    caption = f"{caption} {extra}"
+            ids.append(image)
+            texts.append(caption)
+            paths.append(image_path)
+            groups.append(split)
+            label_sets.append(labels)
+            cases.add(str(rec.get("U_id", "")))
+
+    source_files = [topics_path] + [split_dir / f"descriptions_{f}.jsonl" for f, _ in MEDPIX_SPLIT_FILES]
+    descriptions = root / "Descriptions.json"
+    if descriptions.is_file():
+        source_files.append(descriptions)
+        listed = {clean_text(r.get("image")) for r in _read_json_list(descriptions)}
+        skipped.add("not in any official split", len(listed - seen))
+
+    if not ids:
+        raise DatasetError(f"medpix: no usable item under {root} (skipped: {skipped.as_dict()})")
+    vocabulary = sorted({name for labels in label_sets for name in labels})
+    return PairedDataset(
+        name="medpix",
+        ids=ids,
+        labels=multi_hot(label_sets, vocabulary),
+        label_names=vocabulary,
+        splits=split_indices(groups),
+        label_scheme=scheme,
+        db_includes_train=True,
+        texts=texts,
+        image_paths=paths,
+        skipped=skipped.as_dict(),
+        info={
+            **opts,
+            "source": str(root),
+            "text_field": "caption+findings" if opts["append_findings"] else "caption",
+            "source_files": [str(p) for p in source_files],
+            "split": "official (splitted_dataset/descriptions_{train,dev,test}.jsonl)",
+            "n_cases": len(cases),
+            "missing_images": missing_images,
+        },
+    )

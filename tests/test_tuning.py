@@ -1,0 +1,293 @@
+"""Tuning sweeps: shared journal / PostgreSQL stores, exact trial counts, pruning, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from benchmarks.cli import UsageError
+from benchmarks.cli import main as cli_main
+from benchmarks.tuning import (
+    TuneSpec,
+    best_params,
+    default_study_name,
+    open_storage,
+    run_study,
+    score_subruns,
+    split_trials,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+State = optuna.trial.TrialState
+
+# A cheap objective importable by spawned workers: a known quadratic, one log line per evaluation.
+TOY_OBJECTIVE = textwrap.dedent(
+    """
+    import json, os, time
+
+    def make(spec):
+        log = spec.dataset_options["log"]
+        delay = float(spec.dataset_options.get("delay", 0))
+
+        def objective(trial):
+            x = trial.suggest_float("x", -2.0, 2.0)
+            y = trial.suggest_int("y", 0, 3)
+            trial.set_user_attr("config", {"x": x, "y": y})
+            time.sleep(delay)
+            value = -(x - 0.5) ** 2 - 0.1 * y
+            with open(log, "a") as fh:
+                fh.write(json.dumps({"number": trial.number, "pid": os.getpid(), "value": value}) + "\\n")
+            return value
+
+        return objective
+    """
+)
+
+
+@pytest.fixture
+def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Folder holding ``toy_objective.py``, on ``sys.path`` (spawned workers inherit it)."""
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "toy_objective.py").write_text(TOY_OBJECTIVE)
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def toy_spec(storage: str, log: Path, n_trials: int, *, delay: float = 0.0, name: str = "toy-synthetic-16") -> TuneSpec:
+    return TuneSpec(method="toy", dataset="synthetic", bits=16, n_trials=n_trials, storage=storage, study_name=name,
+                    seeds=(0,), objective="toy_objective:make", dataset_options={"log": str(log), "delay": str(delay)})
+
+
+def read_log(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def check_every_trial_once(storage: str, name: str, log: Path, n: int, workers: int) -> None:
+    """The study holds exactly ``n`` complete trials numbered 0..n-1, each evaluated (logged) exactly once,
+    with the logged value, by ``workers`` distinct processes."""
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [State.COMPLETE] * n
+    assert sorted(t.number for t in trials) == list(range(n))
+    logged = read_log(log)
+    assert sorted(e["number"] for e in logged) == list(range(n))  # once each, none lost
+    by_number = {e["number"]: e for e in logged}
+    for t in trials:
+        x, y = t.params["x"], t.params["y"]
+        assert t.value == pytest.approx(-(x - 0.5) ** 2 - 0.1 * y)
+        assert t.value == by_number[t.number]["value"]
+        assert t.user_attrs["worker"]["pid"] == by_number[t.number]["pid"]
+    assert len({e["pid"] for e in logged}) == workers
+
+
+# ---- small pieces ------------------------------------------------------------------------------------------
+def test_split_trials_is_exact_and_even() -> None:
+    assert split_trials(7, 3) == [3, 2, 2]
+    assert split_trials(2, 4) == [1, 1]
+    assert split_trials(0, 3) == []
+    assert split_trials(-2, 3) == []
+    for remaining in range(0, 20):
+        for workers in range(1, 6):
+            shares = split_trials(remaining, workers)
+            assert sum(shares) == max(0, remaining) and all(s > 0 for s in shares)
+            assert not shares or max(shares) - min(shares) <= 1
+
+
+def test_default_study_name_and_spec_validation() -> None:
+    assert default_study_name("mcmfh", "medpix", 16) == "mcmfh-medpix-16"
+    assert TuneSpec(method="mcmfh", dataset="medpix", bits=32, n_trials=1).name == "mcmfh-medpix-32"
+    with pytest.raises(UsageError, match="--bits"):
+        TuneSpec(method="m", dataset="d", bits=4, n_trials=1).validate()
+    with pytest.raises(UsageError, match="--trials"):
+        TuneSpec(method="m", dataset="d", bits=16, n_trials=0).validate()
+
+
+def test_open_storage_journal_path_and_bad_url(tmp_path: Path) -> None:
+    journal = tmp_path / "deep" / "j.log"
+    storage = open_storage(f"journal:{journal}")
+    assert isinstance(storage, optuna.storages.JournalStorage) and journal.exists()
+    with pytest.raises(UsageError, match=r"cannot open storage postgresql\+psycopg2://u:\*\*\*@127\.0\.0\.1:1/x"):
+        open_storage("postgresql+psycopg2://u:secret@127.0.0.1:1/x")
+
+
+def test_score_subruns_reports_running_mean_and_prunes_between_subruns() -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    calls: list[str] = []
+
+    def run(tag: str, value: float):
+        def fn() -> float:
+            calls.append(tag)
+            return value
+
+        return fn
+
+    study.optimize(lambda t: score_subruns(t, [run("a0", 0.8), run("a1", 0.6)]), n_trials=1)
+    study.optimize(lambda t: score_subruns(t, [run("b0", 0.1), run("b1", 0.9)]), n_trials=1)
+    study.optimize(lambda t: score_subruns(t, [run("c0", 0.9), run("c1", 0.5)]), n_trials=1)
+    a, b, c = study.get_trials()
+    assert a.state == State.COMPLETE and a.value == pytest.approx(0.7)
+    assert a.intermediate_values == {0: pytest.approx(0.8), 1: pytest.approx(0.7)}
+    # 0.1 < median 0.8 of the earlier trial at step 0: pruned, the second sub-run never runs.
+    assert b.state == State.PRUNED and b.user_attrs["subrun_scores"] == [0.1]
+    assert c.state == State.COMPLETE and c.value == pytest.approx(0.7)
+    assert calls == ["a0", "a1", "b0", "c0", "c1"]
+    with pytest.raises(ValueError):
+        score_subruns(None, [])
+
+
+# ---- shared stores -----------------------------------------------------------------------------------------
+def test_two_workers_fill_one_journal_study_exactly(toy: Path, tmp_path: Path) -> None:
+    storage, log = f"journal:{tmp_path / 'journal.log'}", tmp_path / "evals.jsonl"
+    summary = run_study(toy_spec(storage, log, 6, delay=0.05), workers=2)
+    assert (summary.n_complete, summary.ran, summary.n_failed) == (6, 6, 0)
+    check_every_trial_once(storage, "toy-synthetic-16", log, 6, workers=2)
+    # Resumable by name: the same target runs nothing, a larger one only the missing trials.
+    assert run_study(toy_spec(storage, log, 6), workers=2).ran == 0
+    again = run_study(toy_spec(storage, log, 8), workers=1)
+    assert (again.ran, again.n_complete) == (2, 8)
+    study = optuna.load_study(study_name="toy-synthetic-16", storage=open_storage(storage))
+    assert again.best_value == pytest.approx(max(t.value for t in study.get_trials()))
+    assert best_params("toy-synthetic-16", storage) == study.best_trial.user_attrs["config"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+    """A PostgreSQL URL: ``MEDHASH_TEST_POSTGRES_URL`` (set by ``.ci/run``), else a throwaway server started
+    with ``.ci/postgres.sh start --no-install``; skips with the reason when none can be started."""
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
+    url = os.environ.get("MEDHASH_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    script = PROJECT_ROOT / ".ci" / "postgres.sh"
+    if shutil.which("bash") is None:
+        pytest.skip("no bash to run .ci/postgres.sh")
+    proc = subprocess.run(["bash", str(script), "start", "--no-install"], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.skip(f"no local PostgreSQL server could be started: {proc.stderr.strip().splitlines()[-1:]}")
+    env = dict(line.removeprefix("export ").split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    try:
+        yield env["MEDHASH_TEST_POSTGRES_URL"]
+    finally:
+        subprocess.run(["bash", str(script), "stop", env["MEDHASH_TEST_POSTGRES_DIR"]], capture_output=True, timeout=120)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_workers_fill_one_postgres_study_exactly(toy: Path, tmp_path: Path, postgres_url: str) -> None:
+    name = f"toy-pg-{os.getpid()}-{time.time_ns()}"
+    log = tmp_path / "evals.jsonl"
+    summary = run_study(toy_spec(postgres_url, log, 6, delay=0.05, name=name), workers=2)
+    assert (summary.n_complete, summary.ran, summary.n_failed) == (6, 6, 0)
+    assert summary.storage.startswith("postgresql")
+    check_every_trial_once(postgres_url, name, log, 6, workers=2)
+    assert isinstance(open_storage(postgres_url), optuna.storages.RDBStorage)
+
+
+# ---- resume after a kill -----------------------------------------------------------------------------------
+def test_study_resumed_after_kill_keeps_every_finished_trial(toy: Path, tmp_path: Path) -> None:
+    journal, log = tmp_path / "journal.log", tmp_path / "evals.jsonl"
+    storage = f"journal:{journal}"
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(toy)!r}, {str(PROJECT_ROOT)!r}]\n"
+        "from benchmarks.tuning import TuneSpec, run_study\n"
+        f"run_study(TuneSpec(method='toy', dataset='synthetic', bits=16, n_trials=40, storage={storage!r}, "
+        f"study_name='toy-synthetic-16', seeds=(0,), objective='toy_objective:make', "
+        f"dataset_options={{'log': {str(log)!r}, 'delay': '0.5'}}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # kill once 3 trials are finished and the next one is running (inside its 0.5 s sleep)
+            assert proc.poll() is None, f"worker exited early: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "worker finished no trials in 90 s"
+            if journal.exists() and journal.stat().st_size:
+                trials = optuna.load_study(study_name="toy-synthetic-16", storage=open_storage(storage)).get_trials()
+                running = [t for t in trials if t.state == State.RUNNING]
+                complete = [t for t in trials if t.state == State.COMPLETE]
+                if len(complete) >= 3 and len(running) == 1 and len(running[0].params) == 2:
+                    break  # the running trial has recorded its worker and drawn its parameters
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    study = optuna.load_study(study_name="toy-synthetic-16", storage=open_storage(storage))
+    before = {t.number: (t.params, t.value) for t in study.get_trials(states=(State.COMPLETE,))}
+    stale = [t.number for t in study.get_trials(states=(State.RUNNING,))]
+    assert len(before) >= 3 and len(stale) == 1
+
+    target = len(before) + 2
+    summary = run_study(toy_spec(storage, log, target), workers=1)
+    assert summary.recovered == stale
+    study = optuna.load_study(study_name="toy-synthetic-16", storage=open_storage(storage))
+    after = {t.number: t for t in study.get_trials()}
+    for number, (params, value) in before.items():  # every finished trial kept, unchanged
+        assert after[number].state == State.COMPLETE
+        assert (after[number].params, after[number].value) == (params, value)
+    assert sum(t.state == State.COMPLETE for t in after.values()) == target == summary.n_complete
+    for number in stale:  # the killed trial is failed and its parameters re-run
+        assert after[number].state == State.FAIL
+        retries = [t for t in after.values() if t.user_attrs.get("retry_of") == number]
+        assert len(retries) == 1 and retries[0].state == State.COMPLETE
+        assert retries[0].params == after[number].params
+
+
+# ---- errors and the real objective -------------------------------------------------------------------------
+def test_best_params_errors_and_name_clash(toy: Path, tmp_path: Path) -> None:
+    storage, log = f"journal:{tmp_path / 'j.log'}", tmp_path / "evals.jsonl"
+    run_study(toy_spec(storage, log, 1), workers=1)
+    with pytest.raises(UsageError, match=r"no study 'nope' .* studies there: toy-synthetic-16"):
+        best_params("nope", storage)
+    clash = toy_spec(storage, log, 1)
+    clash.bits = 32
+    with pytest.raises(UsageError, match="was created for"):
+        run_study(clash)
+
+
+def test_tune_command_rejects_unknown_method(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["tune", "--method", "no-such-method", "--dataset", "synthetic", "--bits", "16", "--trials", "1"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown method 'no-such-method'" in err[0]
+
+
+@pytest.mark.slow
+def test_validation_objective_scores_the_validation_split(tmp_path: Path) -> None:
+    """The real objective on synthetic data equals an independent fit + ``validation_score`` per seed."""
+    runner = pytest.importorskip("benchmarks.runner")
+    from methods import create_method
+
+    storage = f"journal:{tmp_path / 'j.log'}"
+    opts = {"n_train": "200", "n_validation": "60", "n_query": "40"}
+    spec = TuneSpec(method="cca-itq", dataset="synthetic", bits=16, n_trials=2, storage=storage, seeds=(0, 1),
+                    dataset_options=opts)
+    summary = run_study(spec)
+    assert summary.n_complete == 2
+    dataset, features = runner.prepare_features("synthetic", data_root=None, dataset_options=opts, progress=False)
+    from datasets.base import feature_split
+
+    train, val = feature_split(dataset, features, "train"), feature_split(dataset, features, "validation")
+    expected = []
+    for seed in (0, 1):
+        method = create_method("cca-itq", {}).fit(train, val, 16, seed)
+        expected.append(runner.validation_score(method, dataset, features))
+    study = optuna.load_study(study_name="cca-itq-synthetic-16", storage=open_storage(storage))
+    for trial in study.get_trials():
+        assert trial.user_attrs["subrun_scores"] == pytest.approx(expected)
+        assert trial.value == pytest.approx(math.fsum(expected) / 2)
+    assert study.user_attrs["objective"].startswith("validation mAP")
