@@ -2,5 +2,6 @@
 
 A command module defines ``NAME`` (str), ``HELP`` (one line), ``add_arguments(parser)`` and
 ``main(args) -> int``. Anything the user got wrong raises :class:`benchmarks.cli.UsageError` (or a
-``ValueError``/``RegistryError``/``DatasetError``), which the CLI prints as one line without a traceback.
+``RegistryError``/``DatasetError``/``ConfigError``), which the CLI prints as one line without a traceback;
+a plain ``ValueError`` is treated as a bug and keeps its traceback, so commands convert input errors.
 """
