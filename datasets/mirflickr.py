@@ -24,7 +24,7 @@ import numpy as np
 
 from datasets import DATASETS
 from datasets.base import DatasetError, PairedDataset, require_dir
-from datasets.medpix import OptionSpec, SkipCounter, parse_options
+from datasets.loading import OptionSpec, SkipCounter, parse_options
 
 MIRFLICKR_SUBDIR = "mirflickr25k"
 MIRFLICKR_HOW_TO_GET = (

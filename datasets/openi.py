@@ -36,7 +36,7 @@ import numpy as np
 
 from datasets import DATASETS
 from datasets.base import DatasetError, PairedDataset
-from datasets.medpix import (
+from datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
     SkipCounter,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from datasets import DATASETS
 from datasets.base import DatasetError, PairedDataset, require_dir
-from datasets.medpix import (
+from datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
     SkipCounter,

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from datasets import DATASETS, DatasetError
-from datasets.medpix import check_image, parse_options, top_n_vocabulary
+from datasets.loading import check_image, parse_options, top_n_vocabulary
 from datasets.mirflickr import MIRFLICKR_LABELS, read_mat_array
 from datasets.openi import normalise_heading, parse_openi_xml
 from tests.conftest import require_dataset
@@ -38,7 +38,7 @@ def _png(path: Path, value: int = 128, size: tuple[int, int] = (8, 6), mode: str
 
 
 def test_parse_options_kinds_and_errors():
-    from datasets.medpix import OptionSpec
+    from datasets.loading import OptionSpec
 
     spec = {
         "flag": OptionSpec("bool", False),
