@@ -43,6 +43,7 @@ def prepare_features(
     label_scheme: str | None = None,
     dataset_seed: int = 0,
     progress: bool = True,
+    encoder_options: dict[str, str] | None = None,
 ) -> tuple[PairedDataset, Features]:
     """Load dataset ``dataset_name`` and its frozen-encoder features (extracted and cached on first use).
 
@@ -59,6 +60,8 @@ def prepare_features(
         Loader options (``--dataset-option k=v``).
     dataset_seed : int
         Seed of seeded splits / generated data (fixed across method seeds).
+    encoder_options : dict[str, str] | None
+        Encoder options (``--encoder-option k=v``, e.g. ``path=DIR`` for a local BiomedCLIP folder).
 
     Returns
     -------
@@ -70,15 +73,13 @@ def prepare_features(
     DatasetError
         Missing data, bad options, or an encoder that cannot be loaded (with how to fix it).
     """
-    loader = DATASETS.get(dataset_name)
-    dataset = loader(data_root, label_scheme=label_scheme, seed=dataset_seed, **(dataset_options or {}))
-    if dataset.image_features is not None and dataset.text_features is not None and encoder in ("auto", "precomputed"):
-        return dataset, Features(dataset.image_features, dataset.text_features, "precomputed")
     from datasets.features import load_or_extract_features
 
+    loader = DATASETS.get(dataset_name)
+    dataset = loader(data_root, label_scheme=label_scheme, seed=dataset_seed, **(dataset_options or {}))
     features = load_or_extract_features(
         dataset, encoder, cache_dir=cache_dir, device=device, progress=progress,
-        text_field=str(dataset.info.get("text_field", "caption")),
+        text_field=str(dataset.info.get("text_field", "caption")), encoder_options=encoder_options,
     )
     return dataset, features
 
@@ -202,6 +203,7 @@ class RunSpec:
     out: Path = Path("results")
     data_root: Path | None = None
     encoder: str = "auto"
+    encoder_options: dict[str, str] = field(default_factory=dict)
     cache_dir: Path | None = None
     device: str = "cpu"
     dataset_options: dict[str, str] = field(default_factory=dict)
@@ -351,7 +353,7 @@ def run(spec: RunSpec, *, echo: Callable[[str], None] = print) -> list[CellOutco
         dataset, features = prepare_features(
             dataset_name, data_root=spec.data_root, encoder=spec.encoder, device=spec.device,
             dataset_options=spec.dataset_options, cache_dir=spec.cache_dir, label_scheme=spec.label_scheme,
-            dataset_seed=spec.dataset_seed, progress=spec.progress,
+            dataset_seed=spec.dataset_seed, progress=spec.progress, encoder_options=spec.encoder_options,
         )
         if dataset.skipped:
             echo(f"{dataset_name}: skipped source records: " + ", ".join(f"{k}={v}" for k, v in dataset.skipped.items()))

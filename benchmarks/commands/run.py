@@ -59,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="folder holding the datasets (else $MEDHASH_DATA_ROOT)")
     p.add_argument("--out", default="results", help="output folder (default: results/)")
     p.add_argument("--encoder", default="auto", help="feature encoder: auto, offline, biomedclip, precomputed")
+    p.add_argument("--encoder-option", action="append", metavar="KEY=VALUE",
+                   help="encoder option (repeatable), e.g. path=DIR for a local BiomedCLIP folder")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (else $MEDHASH_CACHE_DIR or ~/.cache/medhash-bench)")
     p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="loader option (repeatable)")
     p.add_argument("--label-scheme", default=None, help="label scheme of the dataset loader")
@@ -100,7 +102,8 @@ def main(args: argparse.Namespace) -> int:
     spec = RunSpec(
         methods=methods, datasets=datasets, bits=sorted(set(args.bits)), seeds=list(dict.fromkeys(args.seeds)),
         protocols=args.protocols, tasks=args.tasks, out=out, data_root=resolve_data_root(args.data_root),
-        encoder=args.encoder, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        encoder=args.encoder, encoder_options=parse_key_values(args.encoder_option, "--encoder-option"),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         device=resolve_device(args.device), dataset_options=parse_key_values(args.dataset_option, "--dataset-option"),
         label_scheme=args.label_scheme, dataset_seed=args.dataset_seed,
         params={m: params for m in methods} if params else {}, force=args.force, progress=not args.no_progress,
