@@ -36,7 +36,8 @@ CELL_EFFICIENCY_METRICS = (
     "bytes_per_item_real",
 )
 #: Metrics of the ``efficiency`` command (protocol ``"efficiency"``).
-ENGINE_METRICS = ("latency_ms_median", "latency_ms_p95", "throughput_qps", "bytes_per_item", "index_bytes", "build_s")
+ENGINE_METRICS = ("latency_ms_median", "latency_ms_p95", "batch_latency_ms_median", "throughput_qps", "bytes_per_item",
+                  "index_bytes", "build_s", "recall@k")
 TASK_ORDER = ("i2t", "t2i", "i2i", "t2t")
 FLOAT_BITS = "float"
 #: Smallest number of pairs for which a two-sided exact Wilcoxon test can reach p < 0.05 (2 / 2**6 = 0.031).
@@ -462,6 +463,9 @@ def engine_table(rows: pd.DataFrame) -> Table | None:
     if df.empty:
         return None
     df = df.assign(engine=engine_labels(df), db_size=pd.to_numeric(df["db_size"], errors="coerce"))
+    for col in ("threads", "clock"):  # several measurement settings in one folder stay apart too
+        if col in df.columns and df[col].nunique(dropna=True) > 1:
+            df = df.assign(engine=df["engine"] + " [" + col + "=" + df[col].astype(str) + "]")
     keys = ["engine", "bits_label", "db_size"]
     several = df["dataset"].nunique(dropna=False) > 1  # random codes and trained codes in one folder
     if several:
@@ -470,8 +474,10 @@ def engine_table(rows: pd.DataFrame) -> Table | None:
     data = df.groupby([*keys, "metric"], sort=False)["value"].mean().unstack("metric").reset_index()
     data = data.sort_values(keys, key=lambda s: s.map(_bits_key) if s.name == "bits_label" else s)
     metrics = [m for m in ENGINE_METRICS if m in data.columns]
-    labels = {"latency_ms_median": ("ms", "median"), "latency_ms_p95": ("ms", "p95"), "throughput_qps": ("", "queries/s"),
-              "bytes_per_item": ("bytes", "per item"), "index_bytes": ("bytes", "index"), "build_s": ("", "build s")}
+    labels = {"latency_ms_median": ("ms", "median"), "latency_ms_p95": ("ms", "p95"),
+              "batch_latency_ms_median": ("ms", "per batch"), "throughput_qps": ("", "queries/s"),
+              "bytes_per_item": ("bytes", "per item"), "index_bytes": ("bytes", "index"), "build_s": ("", "build s"),
+              "recall@k": ("", "recall@k")}
     columns = ([("", "codes from")] if several else []) + [("", "engine"), ("", "bits"), ("", "database size")]
     columns += [labels[m] for m in metrics]
     body = [([r["dataset"]] if several else [])
