@@ -497,14 +497,14 @@ class EfficiencyResult:
     figures: list[Path]
 
 
-class _ThreadSettings:
+class ThreadSettings:
     """Apply ``threads`` to faiss (OpenMP), BLAS (threadpoolctl, when installed) and torch; restore after."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self._restore: list[Callable[[], None]] = []
 
-    def __enter__(self) -> _ThreadSettings:
+    def __enter__(self) -> ThreadSettings:
         import faiss
 
         prev = faiss.omp_get_max_threads()
@@ -683,7 +683,7 @@ def run_efficiency(spec: EfficiencySpec, *, echo: Callable[[str], None] = print)
     rows: list[dict[str, Any]] = []
     cell_paths: list[Path] = []
 
-    with _ThreadSettings(spec.threads):
+    with ThreadSettings(spec.threads):
         context = None
         if spec.random:
             code_sets = random_code_sets(spec) if binary_specs else []
