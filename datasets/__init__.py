@@ -9,14 +9,7 @@ from datasets.registry import Registry, RegistryError
 DATASETS: Registry = Registry("dataset")
 
 # Importing the modules registers the loaders.
-from datasets import synthetic  # noqa: E402,F401
-
-for _module in ("medpix", "roco", "openi", "mirflickr"):
-    try:
-        __import__(f"datasets.{_module}")
-    except ModuleNotFoundError as _err:  # a loader module not written yet
-        if _err.name != f"datasets.{_module}":
-            raise
+from datasets import medpix, mirflickr, openi, roco, synthetic  # noqa: E402,F401
 
 __all__ = [
     "DATASETS",

@@ -71,13 +71,8 @@ def create_method(name: str, params: dict[str, Any] | None = None, *, device: st
     return entry.cls(method_config(name, params), device=device)
 
 
-# Importing the modules registers the methods.
-for _module in ("baselines", "ucmfh", "mcmfh", "dscph", "ddbh"):
-    try:
-        __import__(f"methods.{_module}")
-    except ModuleNotFoundError as _err:  # a method module not written yet
-        if _err.name != f"methods.{_module}":
-            raise
+# Importing the modules registers the methods (order = listing order of variants' bases).
+from methods import baselines, ddbh, dscph, mcmfh, ucmfh  # noqa: E402,F401
 
 __all__ = [
     "METHODS",

@@ -43,6 +43,7 @@ def test_list_shows_registries(capsys):
         (["run", "--seeds"], "--seeds needs at least one seed"),
         (["run", "--param", "itq_iterations=-3", "--methods", "cca-itq"], "itq_iterations = -3 is outside"),
         (["run", "--param", "novalue", "--methods", "cca-itq"], "--param expects KEY=VALUE"),
+        (["run", "--param", "bogus=1", "--methods", "random", "cca-itq"], "--param ['bogus'] is not a config field of random, cca-itq"),
     ],
 )
 def test_bad_input_gives_one_line_error(args, message, capsys):

@@ -37,6 +37,26 @@ def parse_param_values(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def params_per_method(methods: list[str], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Give each method the ``--param`` keys its config has (so ``--methods all --param epochs=5`` works).
+
+    Raises
+    ------
+    UsageError
+        If a key belongs to none of the selected methods' configs (listing their fields).
+    """
+    import dataclasses
+
+    from methods import METHODS
+
+    fields = {m: {f.name for f in dataclasses.fields(METHODS.get(m).cls.config_class)} for m in methods}
+    unknown = sorted(k for k in params if not any(k in f for f in fields.values()))
+    if unknown:
+        valid = sorted(set().union(*fields.values()))
+        raise UsageError(f"--param {unknown} is not a config field of {', '.join(methods)}; valid fields: {', '.join(valid)}")
+    return {m: {k: v for k, v in params.items() if k in fields[m]} for m in methods if any(k in fields[m] for k in params)}
+
+
 def check_writable(out: Path) -> None:
     """Create ``out`` and prove a file can be written there, else raise :class:`UsageError`."""
     try:
@@ -65,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="loader option (repeatable)")
     p.add_argument("--label-scheme", default=None, help="label scheme of the dataset loader")
     p.add_argument("--dataset-seed", type=int, default=0, help="seed of generated data / seeded splits (default 0)")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method config override (repeatable)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="method config override (repeatable; JSON values); applied to each selected method that has the field")
     p.add_argument("--params", choices=("default", "best"), default="default",
                    help="'best' takes the best trial of --study as method parameters")
     p.add_argument("--study", default=None, help="Optuna study name for --params best")
@@ -106,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         device=resolve_device(args.device), dataset_options=parse_key_values(args.dataset_option, "--dataset-option"),
         label_scheme=args.label_scheme, dataset_seed=args.dataset_seed,
-        params={m: params for m in methods} if params else {}, force=args.force, progress=not args.no_progress,
+        params=params_per_method(methods, params), force=args.force, progress=not args.no_progress,
     )
     outcomes = run(spec)
     done = sum(o.status == "done" for o in outcomes)
