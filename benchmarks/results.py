@@ -131,7 +131,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def iter_rows(out: Path) -> Iterator[dict[str, Any]]:
-    """Every row of every finished cell below ``out`` (a run folder, or any folder holding ``cells/``).
+    """Every row of every finished cell below ``out`` (a run folder, any folder holding ``cells/``, or one
+    cell file).
 
     Raises
     ------
@@ -143,7 +144,7 @@ def iter_rows(out: Path) -> Iterator[dict[str, Any]]:
     out = Path(out)
     if not out.exists():
         raise FileNotFoundError(f"result folder {out} does not exist")
-    for path in sorted(out.rglob("*.jsonl")):
+    for path in [out] if out.is_file() else sorted(out.rglob("*.jsonl")):
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():

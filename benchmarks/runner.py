@@ -272,6 +272,8 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
         "method_config": config["method_config"],
         "method_info": {k: v for k, v in info.items() if k != "expert_load"},
         "dataset": dataset.name,
+        "dataset_options": config["dataset_options"],
+        "dataset_seed": spec.dataset_seed,
         "label_scheme": dataset.label_scheme,
         "encoder": features.encoder,
         "bits": bits,
@@ -337,6 +339,34 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
     return rows
 
 
+def damaged_cell(path: Path) -> str | None:
+    """Why the cell file at ``path`` cannot be trusted as finished (empty, not JSON lines, rows lacking
+    fields or a numeric value), or ``None`` when every line is a complete row."""
+    import json
+
+    from benchmarks.results import ROW_FIELDS
+
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        return f"unreadable: {err}"
+    if not lines:
+        return "empty file"
+    for lineno, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            return f"line {lineno} is not JSON"
+        if not isinstance(row, dict):
+            return f"line {lineno} is not a JSON object"
+        missing = [f for f in ROW_FIELDS if f not in row]
+        if missing:
+            return f"line {lineno} lacks {missing[:3]}"
+        if not isinstance(row["value"], (int, float)) or isinstance(row["value"], bool):
+            return f"line {lineno} has a non-numeric value"
+    return None
+
+
 def run(spec: RunSpec, *, echo: Callable[[str], None] = print) -> list[CellOutcome]:
     """Run every cell of ``spec`` (skipping finished ones unless ``spec.force``); returns their outcomes.
 
@@ -374,8 +404,11 @@ def run(spec: RunSpec, *, echo: Callable[[str], None] = print) -> list[CellOutco
             cid = config_hash(cell_config(spec, dataset, features, m, b, s))
             path = cell_path(spec.out, dataset.name, m, cid)
             if path.exists() and not spec.force:
-                outcomes.append(CellOutcome(cid, path, "skipped"))
-                continue
+                problem = damaged_cell(path)
+                if problem is None:
+                    outcomes.append(CellOutcome(cid, path, "skipped"))
+                    continue
+                echo(f"warning: {path} is damaged ({problem}); running the cell again")
             t0 = time.perf_counter()
             rows = run_cell(spec, dataset, features, m, b, s, run_id=run_id)
             write_cell(path, rows)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import types
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +41,63 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
-        """Build a config from ``values``; unknown keys raise :class:`ConfigError` listing the valid fields."""
+        """Build a config from ``values`` with type checks against the field annotations.
+
+        Ints are accepted for float fields (converted); bools are never accepted as numbers.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown key (listing the valid fields), a value of the wrong type (naming the field, the
+            expected type and the value), or an out-of-range value (:meth:`validate`).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"{cls.__name__}: unknown parameter(s) {unknown}; valid: {sorted(names)}")
-        cfg = cls(**values)
+        hints = typing.get_type_hints(cls)
+        checked = {name: _coerce(cls.__name__, name, hints.get(name, Any), value) for name, value in values.items()}
+        cfg = cls(**checked)
         cfg.validate()
         return cfg
+
+
+def _coerce(owner: str, name: str, annotation: Any, value: Any) -> Any:
+    """Return ``value`` if it fits ``annotation`` (int → float allowed), else raise :class:`ConfigError`."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            try:
+                return _coerce(owner, name, option, value)
+            except ConfigError:
+                continue
+    elif origin is typing.Literal:
+        if value in typing.get_args(annotation):
+            return value
+    elif annotation is type(None):
+        if value is None:
+            return value
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+    elif annotation is float:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (tuple, list) or annotation in (tuple, list):
+        if isinstance(value, (tuple, list)):
+            return type(value)(value) if origin is None else (origin or list)(value)
+    else:
+        return value  # an annotation this checker does not know: leave it to validate()
+    expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    raise ConfigError(f"{owner}.{name} expects {expected}, got {value!r} ({type(value).__name__})")
 
 
 def check_range(cfg: object, name: str, low: float | None = None, high: float | None = None) -> None:

@@ -139,3 +139,39 @@ def test_killed_run_resumes_without_losing_or_duplicating_cells(tmp_path):
     assert len(keys) == len(set(keys))
     assert {(r["bits"], r["seed"]) for r in iter_rows(tmp_path)} == {(b, s) for b in (8, 16, 24, 32) for s in (0, 1)}
     json.loads(next((tmp_path / "runs").iterdir()).read_text())
+
+
+def test_damaged_cell_is_run_again_and_params_are_type_checked(tmp_path, capsys):
+    args = ["run", "--methods", "cca-itq", "--bits", "8", "--seeds", "0", "--protocols", "unimodal",
+            "--out", str(tmp_path), "--no-progress", "--device", "cpu", *SMALL]
+    assert main(args) == 0
+    capsys.readouterr()
+    (cell,) = list((tmp_path / "cells").rglob("*.jsonl"))
+    good = cell.read_text()
+    assert oct(cell.stat().st_mode & 0o777) != oct(0o600)  # results are readable by others
+    for damage in ("", good[: len(good) // 2], "[1, 2, 3]\n"):
+        cell.write_text(damage)
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "1 cell(s) run, 0 already finished" in out
+        assert cell.read_text().count("\n") == good.count("\n")
+    rows = list(iter_rows(cell))
+    assert rows[0]["dataset_options"] == {"n_query": "40", "n_train": "120", "n_validation": "40"}
+    assert rows[0]["dataset_seed"] == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--param", "itq_iterations=abc"], "CCAITQConfig.itq_iterations expects int, got 'abc' (str)"),
+        (["--param", "itq_iterations=1.5"], "expects int, got 1.5"),
+        (["--param", "itq_iterations=true"], "expects int, got True"),
+        (["--seeds", "-1"], "seeds must be >= 0"),
+        (["--out", ""], "--out must name a folder"),
+        (["--dataset-option", "label_scheme=x"], "use --label-scheme"),
+    ],
+)
+def test_more_bad_input(args, message, capsys):
+    assert main(["run", "--methods", "cca-itq", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -26,6 +26,21 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def parse_dataset_options(items: list[str] | None) -> dict[str, str]:
+    """``--dataset-option`` values; ``label_scheme`` and ``seed`` have flags of their own.
+
+    Raises
+    ------
+    UsageError
+        For a malformed item or a reserved key (naming the flag to use instead).
+    """
+    options = parse_key_values(items, "--dataset-option")
+    for key, flag in (("label_scheme", "--label-scheme"), ("seed", "--dataset-seed")):
+        if key in options:
+            raise UsageError(f"--dataset-option {key}=... is not a loader option; use {flag}")
+    return options
+
+
 def parse_param_values(items: list[str] | None) -> dict[str, Any]:
     """``--param lr=0.001 --param moe=false`` → typed values (JSON parsing, falling back to the string)."""
     out: dict[str, Any] = {}
@@ -109,6 +124,10 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--bits must all be >= 8, got {bad}")
     if not args.seeds:
         raise UsageError("--seeds needs at least one seed")
+    if min(args.seeds) < 0 or args.dataset_seed < 0:
+        raise UsageError(f"seeds must be >= 0, got --seeds {args.seeds} --dataset-seed {args.dataset_seed}")
+    if not str(args.out).strip():
+        raise UsageError("--out must name a folder (got an empty string)")
     methods = METHODS.resolve(args.methods, all_excludes_tag="ablation")
     datasets = DATASETS.resolve(args.datasets)
     params = parse_param_values(args.param)
@@ -125,15 +144,14 @@ def main(args: argparse.Namespace) -> int:
         protocols=args.protocols, tasks=args.tasks, out=out, data_root=resolve_data_root(args.data_root),
         encoder=args.encoder, encoder_options=parse_key_values(args.encoder_option, "--encoder-option"),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        device=resolve_device(args.device), dataset_options=parse_key_values(args.dataset_option, "--dataset-option"),
+        device=resolve_device(args.device), dataset_options=parse_dataset_options(args.dataset_option),
         label_scheme=args.label_scheme, dataset_seed=args.dataset_seed,
         params=params_per_method(methods, params), force=args.force, progress=not args.no_progress,
     )
     outcomes = run(spec)
     done = sum(o.status == "done" for o in outcomes)
     print(f"{done} cell(s) run, {len(outcomes) - done} already finished (skipped); results in {out}/cells")
-    wanted = {str(o.path) for o in outcomes}
-    rows = [r for o in outcomes if str(o.path) in wanted for r in iter_rows(o.path.parent) if r["cell_id"] == o.cell_id]
+    rows = [r for o in outcomes for r in iter_rows(o.path)]
     for title, text in summary_tables(rows):
         print(f"\n{title}\n{text}")
     return 0
