@@ -190,9 +190,30 @@ def plot_precision_at_n(df: pd.DataFrame, out_dir: Path, *, dataset: str, protoc
     return _curve_figure(df, out_dir, dataset=dataset, protocol=protocol, tie=tie, headline=headline, kind="pn")
 
 
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def latency_styles(groups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Line style per (engine, bits label): one colour per engine (``tab10``, ``tab20`` beyond ten engines), one
+    line style and marker per code length (float features solid with circles), so that engines are told apart
+    by colour and code lengths by dash pattern."""
+    plt = _plt()
+    engines = sorted({e for e, _ in groups})
+    cmap = plt.get_cmap("tab10" if len(engines) <= 10 else "tab20")
+    bits = sorted({b for _, b in groups if b != FLOAT_BITS}, key=_bits_key)
+    styles: dict[tuple[str, str], dict[str, Any]] = {}
+    for engine, b in groups:
+        j = 0 if b == FLOAT_BITS else bits.index(b)
+        styles[(engine, b)] = {"color": cmap(engines.index(engine) % cmap.N),
+                               "linestyle": LINESTYLES[j % len(LINESTYLES)], "marker": MARKERS[j % len(MARKERS)]}
+    return styles
+
+
 def plot_latency_vs_db_size(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Median query latency (ms, log scale) against database size (items, log scale), one line per
-    (engine, bits), from the ``efficiency`` command's rows; p95 as a shaded band when present."""
+    (engine, bits), from the ``efficiency`` command's rows; p95 as a shaded band when present. Colour = engine,
+    line style and marker = code length (:func:`latency_styles`)."""
     plt = _plt()
     data = df[(df["protocol"] == "efficiency") & df["metric"].isin(["latency_ms_median", "latency_ms_p95"])]
     if data.empty:
@@ -201,11 +222,13 @@ def plot_latency_vs_db_size(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     table = data.groupby(["engine", "bits_label", "db_size", "metric"])["value"].mean().unstack("metric").reset_index()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     groups = list(table.groupby(["engine", "bits_label"], sort=True))
-    for i, ((engine, b), g) in enumerate(groups):
+    styles = latency_styles([key for key, _ in groups])
+    for (engine, b), g in groups:
         g = g.sort_values("db_size")
         label = engine if b == FLOAT_BITS else f"{engine}, {b} bits"
-        color = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")(i % 20)
-        ax.plot(g["db_size"], g["latency_ms_median"], marker="o", color=color, label=label)
+        style = styles[(engine, b)]
+        color = style["color"]
+        ax.plot(g["db_size"], g["latency_ms_median"], label=label, **style)
         if "latency_ms_p95" in g:
             ax.fill_between(g["db_size"], g["latency_ms_median"], g["latency_ms_p95"], color=color, alpha=0.12)
     ax.set_xscale("log")
@@ -343,6 +366,7 @@ def all_figures(
 
 __all__ = [
     "all_figures",
+    "latency_styles",
     "plot_expert_load",
     "plot_latency_vs_db_size",
     "plot_map_vs_bits",

@@ -3,11 +3,23 @@
 Every number is computed from the rows :func:`benchmarks.results.load_rows` reads: first the rows of one
 (variant, dataset, protocol, task, bits, seed, metric, k, tie) are averaged (a cell rerun into another run
 folder would otherwise count twice), then mean ± sample standard deviation (``ddof=1``) are taken over seeds.
+
+Seeds are only averaged within one configuration. A row's configuration is :data:`CONFIG_FIELDS`
+(``method_config`` and ``dataset_options`` as canonical JSON, ``label_scheme``, ``encoder``, ``dataset_seed``;
+fields a row lacks count as ``null``) besides the table keys (variant, dataset, bits, protocol, task, tie, metric,
+k). When one (dataset, variant, bits) holds rows of more than one configuration the report refuses with a
+one-line :class:`ReportError` naming the fields that differ (the user reports a narrower folder) instead of
+averaging different settings as if they were seeds.
+
+``metric`` names a row's metric (``"map"``, ``"p@r2"``) or a metric at one cut-off: ``"map@50"`` matches rows
+with metric ``"map@50"``, or ``"map"`` / ``"map@k"`` (any letter placeholder) with ``k == 50``. A name matching
+several cut-offs (``"ndcg@k"``), or none, is a :class:`ReportError` listing the metrics found.
 Tables render as Markdown (``tabulate``, pipe format) and as LaTeX (``booktabs``: ``\\toprule``,
 ``\\midrule``, ``\\bottomrule``; the best hashing result of each column in ``\\textbf``).
 
 Significance: the headline method (default ``mcmfh``) is compared with each other hashing method on the
-values matched by (seed, task, bits) with the two-sided Wilcoxon signed-rank test
+values matched by (seed, bits), each the mean over the tasks both methods have for that (seed, bits) (i2t and t2i
+of one trained model are not independent samples), with the two-sided Wilcoxon signed-rank test
 (:func:`scipy.stats.wilcoxon`, Wilcoxon 1945; exact null distribution for small n without ties) and the
 paired t-test (:func:`scipy.stats.ttest_rel`); Holm's step-down correction (Holm 1979) adjusts the
 Wilcoxon p-values over the comparisons of one table.
@@ -15,6 +27,7 @@ Wilcoxon p-values over the comparisons of one table.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -40,6 +53,10 @@ ENGINE_METRICS = ("latency_ms_median", "latency_ms_p95", "batch_latency_ms_media
                   "index_bytes", "build_s", "recall@k")
 TASK_ORDER = ("i2t", "t2i", "i2i", "t2t")
 FLOAT_BITS = "float"
+#: Row fields that, besides the table keys, make a configuration: seeds are averaged only within one.
+CONFIG_FIELDS = ("method_config", "label_scheme", "encoder", "dataset_options", "dataset_seed")
+#: Curve metrics (one row per point); not a table metric.
+CURVE_METRICS = ("pr_radius_precision", "pr_radius_recall")
 #: Smallest number of pairs for which a two-sided exact Wilcoxon test can reach p < 0.05 (2 / 2**6 = 0.031).
 WILCOXON_MIN_N = 6
 
@@ -62,7 +79,8 @@ def _bits_key(label: str) -> tuple[int, int]:
 
 def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``rows`` with the columns the report needs: ``variant`` filled from ``method``, ``bits_label``
-    (``"16"``, ``"float"``), float ``value`` / ``chance``, and ``k`` as float (NaN when absent).
+    (``"16"``, ``"float"``), float ``value`` / ``chance``, ``k`` as float (NaN when absent) and ``config_key``
+    (:func:`config_key`). Rows whose ``value`` is missing or not a number (:func:`invalid_values`) are left out.
 
     Raises
     ------
@@ -72,7 +90,7 @@ def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("method", "dataset", "metric", "value") if c not in rows.columns]
     if missing:
         raise ReportError(f"result rows lack columns {missing}")
-    df = rows.copy()
+    df = rows[~invalid_values(rows).to_numpy()].copy()  # counted and reported by build_report
     for col in ("variant", "protocol", "task", "tie", "k", "chance", "seed", "bits", "engine", "db_size"):
         if col not in df.columns:
             df[col] = None
@@ -84,7 +102,109 @@ def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
     df["seed"] = df["seed"].fillna(-1)
     for col in ("protocol", "task", "tie"):
         df[col] = df[col].fillna("-")
+    df["config_key"] = [config_key(values) for values in zip(*(
+        df[c] if c in df.columns else [None] * len(df) for c in CONFIG_FIELDS))] if len(df) else []
     return df
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-ready value with missing → ``None`` and integral floats → int (pandas turns ints with NaN to float)."""
+    if value is None:
+        return None
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return int(value)
+    return value
+
+
+def config_key(values: Sequence[Any]) -> str:
+    """Canonical JSON (sorted keys) of one row's :data:`CONFIG_FIELDS` values, in that order."""
+    return json.dumps(dict(zip(CONFIG_FIELDS, map(_canonical, values))), sort_keys=True, default=str)
+
+
+def _is_number(value: Any) -> bool:
+    """``True`` for an int / float that is not NaN (bools and numeric strings are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return not math.isnan(float(value))
+
+
+def invalid_values(rows: pd.DataFrame) -> pd.Series:
+    """Boolean mask of rows whose ``value`` is missing, ``null``, ``NaN`` or not a number (e.g. a string).
+
+    ``run`` never writes such a value; a hand-edited or damaged file may (pandas shows a missing key and
+    ``null`` as NaN, so all three count alike).
+
+    Parameters
+    ----------
+    rows : pd.DataFrame
+        Raw rows (before :func:`normalise_rows`).
+    """
+    if "value" not in rows.columns:
+        return pd.Series(True, index=rows.index)
+    return ~rows["value"].map(_is_number).astype(bool)
+
+
+def check_one_configuration(df: pd.DataFrame) -> None:
+    """Refuse rows in which one (dataset, variant, bits) holds more than one configuration.
+
+    Parameters
+    ----------
+    df : pd.DataFrame
+        Normalised rows (:func:`normalise_rows`, column ``config_key``).
+
+    Raises
+    ------
+    ReportError
+        Naming the first such (dataset, variant, bits), the fields that differ and two of their values.
+    """
+    if df.empty:
+        return
+    counts = df.groupby(["dataset", "variant", "bits_label"], dropna=False, sort=True)["config_key"].nunique()
+    bad = counts[counts > 1]
+    if bad.empty:
+        return
+    dataset, variant, bits = bad.index[0]
+    part = df[(df["dataset"] == dataset) & (df["variant"] == variant) & (df["bits_label"] == bits)]
+    configs = [json.loads(k) for k in sorted(set(part["config_key"]))]
+    differ = [f for f in CONFIG_FIELDS if len({json.dumps(c.get(f), sort_keys=True) for c in configs}) > 1]
+
+    def short(v: Any) -> str:
+        text = json.dumps(v, sort_keys=True, default=str)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    first = differ[0] if differ else "configuration"
+    example = " vs ".join(short(c.get(first)) for c in configs[:2])
+    more = f" ({len(bad)} (method, bits) groups affected)" if len(bad) > 1 else ""
+    raise ReportError(
+        f"rows of {variant!r} at {bits} bits on {dataset!r} come from {len(configs)} configurations "
+        f"(differing in {', '.join(differ)}: {first} {example}){more}; seeds are only averaged within one "
+        "configuration: report a narrower folder holding one configuration per method and code length")
+
+
+def _display_metric(metric: str, k: float) -> str:
+    """``"map@k"``, k = 50 → ``"map@50"``; ``"map"`` without k → ``"map"``."""
+    if not math.isfinite(k):
+        return metric
+    base, at, suffix = metric.rpartition("@")
+    cut = f"{k:g}"
+    if at and suffix.isalpha():
+        return f"{base}@{cut}"
+    if at and suffix == cut:
+        return metric
+    return f"{metric}@{cut}"
+
+
+def metric_choices(df: pd.DataFrame) -> list[str]:
+    """Table metric names the normalised accuracy rows allow (``"map"``, ``"map@50"``, ``"p@10"``, ...)."""
+    acc = df[df["protocol"].isin(("unimodal", "paired")) & ~df["metric"].isin(
+        (*CELL_EFFICIENCY_METRICS, *CURVE_METRICS, "expert_load"))]
+    pairs = acc[["metric", "k"]].drop_duplicates()
+    return sorted({_display_metric(str(m), float(k)) for m, k in zip(pairs["metric"], pairs["k"])})
 
 
 def select(
@@ -92,16 +212,32 @@ def select(
 ) -> pd.DataFrame:
     """Rows of one metric (and tie policy / protocol / k when given).
 
-    ``metric`` is a row's metric name (``"map"``, ``"map@50"``); when no row carries that exact name,
-    ``"NAME@K"`` also matches rows with metric ``NAME`` and ``k == K``.
+    ``metric`` is a row's metric name (``"map"``, ``"map@50"``, ``"p@r2"``); when no row carries that exact
+    name, ``"NAME@K"`` also matches rows with metric ``NAME`` or ``NAME@<letters>`` (``"map@k"``, ``"p@n"``)
+    and ``k == K``.
+
+    Raises
+    ------
+    ReportError
+        If the matching rows hold several cut-offs ``k`` (e.g. ``"ndcg@k"`` with k = 10 and 50): the message lists
+        the names to use instead.
     """
     mask = df["metric"] == metric
     if not mask.any() and "@" in metric:
         base, _, cut = metric.rpartition("@")
         try:
-            mask = (df["metric"] == base) & (df["k"] == float(cut))
+            k_cut = float(cut)
         except ValueError:
-            pass
+            k_cut = None
+        if k_cut is not None and math.isfinite(k_cut):
+            placeholder = np.array([m.rpartition("@")[0] == base and m.rpartition("@")[2].isalpha()
+                                    for m in df["metric"].astype(str)], dtype=bool)
+            mask = ((df["metric"] == base) | placeholder) & (df["k"] == k_cut)
+    if k is None and mask.any():
+        cuts = set(df.loc[mask, "k"].fillna(-math.inf))
+        if len(cuts) > 1:
+            names = sorted({_display_metric(metric, c) for c in cuts if math.isfinite(c)})
+            raise ReportError(f"metric {metric!r} has rows at several cut-offs k; choose one of {', '.join(names)}")
     if tie is not None:
         mask &= df["tie"] == tie
     if protocol is not None:
@@ -358,13 +494,15 @@ def main_table(
     Raises
     ------
     ReportError
-        If no row matches (dataset, protocol, metric, tie).
+        If no row matches (dataset, protocol, metric, tie), or one (variant, bits) holds several configurations
+        (:func:`check_one_configuration`).
     """
     df = normalise_rows(rows)
     sel = select(df[df["dataset"] == dataset], metric=metric, tie=tie, protocol=protocol)
     sel = sel[[not _is_ablation(v, m) for v, m in zip(sel["variant"], sel["method"])]]
     if sel.empty:
         raise ReportError(f"no {metric!r} rows with tie={tie!r}, protocol={protocol!r} for dataset {dataset!r}")
+    check_one_configuration(sel)
     summary = summarise(sel, ["variant", "method", "task", "bits_label"])
     variants = _order_variants(list(dict.fromkeys(summary["variant"])), headline)
     n_seeds = sorted(set(summary["n_seeds"].astype(int)))
@@ -380,11 +518,18 @@ def ablation_table(
     headline: str = "mcmfh",
 ) -> Table | None:
     """The headline method and its ablation variants (rows with ``method == headline``); ``None`` when the
-    rows hold no variant other than the full method."""
+    rows hold no variant other than the full method.
+
+    Raises
+    ------
+    ReportError
+        If one (variant, bits) holds several configurations (:func:`check_one_configuration`).
+    """
     df = normalise_rows(rows)
     sel = select(df[(df["dataset"] == dataset) & (df["method"] == headline)], metric=metric, tie=tie, protocol=protocol)
     if sel.empty or set(sel["variant"]) <= {headline}:
         return None
+    check_one_configuration(sel)
     summary = summarise(sel, ["variant", "method", "task", "bits_label"])
     variants = _order_variants(list(dict.fromkeys(summary["variant"])), headline)
     title = f"{dataset}: ablations of {headline}, {_metric_label(metric, tie)}, {protocol} protocol, mean ± std over seeds"
@@ -399,10 +544,14 @@ def efficiency_table(
     tasks first) beside the medians over seeds and tasks of encode time, search time (codes and float
     features), bytes per item, and the float / code search-time ratio.
 
+    A (variant, bits) with efficiency rows but no accuracy rows of ``metric`` (e.g. ``p@r2`` of the real-valued
+    reference) shows ``–`` as accuracy.
+
     Raises
     ------
     ReportError
-        If the dataset has neither accuracy nor per-cell efficiency rows.
+        If the dataset has neither accuracy nor per-cell efficiency rows, or one (variant, bits) holds several
+        configurations (:func:`check_one_configuration`).
     """
     df = normalise_rows(rows)
     df = df[df["dataset"] == dataset]
@@ -410,6 +559,7 @@ def efficiency_table(
     eff = df[df["metric"].isin(CELL_EFFICIENCY_METRICS) & (df["protocol"] != "efficiency")]
     if acc.empty and eff.empty:
         raise ReportError(f"no accuracy or efficiency rows for dataset {dataset!r}")
+    check_one_configuration(pd.concat([acc, eff]))
     keys = ["variant", "bits_label"]
     # accuracy: mean over tasks within a seed, then mean ± std over seeds
     acc_seed = acc.groupby([*keys, "seed"], sort=False)["value"].mean().reset_index()
@@ -431,10 +581,11 @@ def efficiency_table(
 
     table_rows = []
     for r in data.itertuples(index=False):
-        mean = getattr(r, "mean", float("nan"))
+        mean = float(getattr(r, "mean", float("nan")))
+        n_seeds = float(getattr(r, "n_seeds", float("nan")))  # NaN: efficiency rows without accuracy rows
         table_rows.append([
             r.variant, r.bits_label,
-            Stat(float(mean), float(getattr(r, "std", float("nan"))), int(getattr(r, "n_seeds", 0) or 0)),
+            Stat(mean, float(getattr(r, "std", float("nan"))), int(n_seeds) if math.isfinite(n_seeds) else 0),
             g(r.encode_ms_per_item), g(r.search_ms_per_query), g(r.search_ms_per_query_real),
             "–" if not math.isfinite(r.speedup) else f"{r.speedup:.1f}×",
             g(r.bytes_per_item), g(r.bytes_per_item_real),
@@ -507,7 +658,7 @@ class PairedTest:
     ----------
     method : str
     n : int
-        Matched (seed, task, bits) pairs.
+        Matched pairs (in :func:`significance_table`: (seed, bits), each the mean over tasks).
     mean_diff : float
         Mean of headline − other.
     wins, ties, losses : int
@@ -557,16 +708,25 @@ def significance_table(
     rows: pd.DataFrame, *, dataset: str, protocol: str = "unimodal", metric: str = "map", tie: str = "aware",
     headline: str = "mcmfh",
 ) -> Table | None:
-    """Headline method against each other (non-ablation, binary) method, paired over (seed, task, bits).
+    """Headline method against each other (non-ablation, binary) method, paired over (seed, bits).
+
+    The pairing unit is one trained model: (seed, bits). Its value is the mean over the tasks (i2t, t2i, ...)
+    that both methods have for that (seed, bits); the tasks of one model are not independent samples.
 
     Returns ``None`` when the headline method has no rows. Real-valued (bits ``float``) methods are left out:
     they have no per-bits value to pair with.
+
+    Raises
+    ------
+    ReportError
+        If one (variant, bits) holds several configurations (:func:`check_one_configuration`).
     """
     df = normalise_rows(rows)
     sel = select(df[df["dataset"] == dataset], metric=metric, tie=tie, protocol=protocol)
     main = np.array([not _is_ablation(v, m) for v, m in zip(sel["variant"], sel["method"])], dtype=bool)
     sel = sel[main & (sel["bits_label"] != FLOAT_BITS).to_numpy()]
-    keys = ["seed", "task", "bits_label"]
+    check_one_configuration(sel)
+    keys = ["seed", "bits_label"]
     seeds = per_seed(sel, ["variant", "task", "bits_label"])
     head = seeds[seeds["variant"] == headline]
     if head.empty:
@@ -575,7 +735,9 @@ def significance_table(
     for other in _order_variants(list(dict.fromkeys(seeds["variant"])), headline):
         if other == headline:
             continue
-        pairs = head.merge(seeds[seeds["variant"] == other], on=keys, suffixes=("_h", "_o")).sort_values(keys)
+        matched = head.merge(seeds[seeds["variant"] == other], on=[*keys, "task"], suffixes=("_h", "_o"))
+        pairs = matched.groupby(keys, sort=False)[["value_h", "value_o"]].mean().reset_index()
+        pairs = pairs.sort_values(keys, key=lambda s: s.map(_bits_key) if s.name == "bits_label" else s)
         tests.append(paired_test(other, pairs["value_h"].to_numpy(), pairs["value_o"].to_numpy()))
     if not tests:
         return None
@@ -595,7 +757,8 @@ def significance_table(
     columns = [("", "comparison"), ("", "n pairs"), ("", "mean Δ"), ("", "wins/ties/losses"),
                ("Wilcoxon signed-rank", "W"), ("Wilcoxon signed-rank", "p"), ("Wilcoxon signed-rank", "p (Holm)"),
                ("paired t-test", "t"), ("paired t-test", "p")]
-    notes = [f"Pairs matched by (seed, task, bits) on {_metric_label(metric, tie)}, {protocol} protocol; "
+    notes = [f"Pairs matched by (seed, bits), one per trained model, each the mean over its tasks of "
+             f"{_metric_label(metric, tie)}, {protocol} protocol; "
              f"Δ = {headline} − other. Two-sided scipy.stats.wilcoxon (exact for small n without ties) and "
              "scipy.stats.ttest_rel; Holm step-down adjustment over the rows.",
              ]
@@ -616,14 +779,51 @@ class Report:
     tables: list[Table]
     files: list[Path]
     skipped: list[str]
+    #: One-line warnings (e.g. rows left out for a missing / non-numeric ``value``).
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_request(df: pd.DataFrame, *, metric: str, tie: str, protocols: Sequence[str] | None) -> None:
+    """Refuse a ``protocols`` / ``metric`` / ``tie`` request the normalised rows cannot answer.
+
+    Raises
+    ------
+    ReportError
+        Naming the protocols, metrics or tie policies present.
+    """
+    acc = df[df["protocol"].isin(("unimodal", "paired"))]
+    present = [p for p in ("unimodal", "paired") if p in set(acc["protocol"])]
+    missing = [p for p in (protocols or ()) if p not in present]
+    if missing:
+        raise ReportError(f"no rows of protocol {', '.join(map(repr, missing))} in the run folder; protocols present: "
+                          + (", ".join(present) or "none (only efficiency rows)"))
+    if acc.empty:
+        return
+    if protocols:
+        acc = acc[acc["protocol"].isin(protocols)]
+    found = select(acc, metric=metric)
+    if found.empty:
+        raise ReportError(f"no rows of metric {metric!r}; metrics found: {', '.join(metric_choices(acc))}")
+    if not (found["tie"] == tie).any():
+        raise ReportError(f"no rows of metric {metric!r} with tie policy {tie!r}; tie policies found: "
+                          + ", ".join(sorted(set(found["tie"]))))
 
 
 def build_tables(
     rows: pd.DataFrame, *, headline: str = "mcmfh", metric: str = "map", tie: str = "aware",
     protocols: Sequence[str] | None = None,
 ) -> tuple[list[Table], list[str]]:
-    """Every table the rows allow, per dataset and protocol; also the reasons a table was left out."""
+    """Every table the rows allow, per dataset and protocol; also the reasons a table was left out.
+
+    Raises
+    ------
+    ReportError
+        If a requested protocol, the metric or the tie policy has no rows (:func:`check_request`), or one
+        (dataset, variant, bits) holds several configurations (:func:`check_one_configuration`).
+    """
     df = normalise_rows(rows)
+    check_request(df, metric=metric, tie=tie, protocols=protocols)
+    check_one_configuration(df[df["protocol"] != "efficiency"])
     acc = df[df["protocol"].isin(("unimodal", "paired"))]
     protocols = list(protocols) if protocols else [p for p in ("unimodal", "paired") if p in set(acc["protocol"])]
     tables: list[Table] = []
@@ -675,23 +875,38 @@ def build_report(
     ``out/<table>.tex`` fragments plus a standalone ``out/tables.tex`` when ``"latex"`` is; figures as PNG and
     PDF under ``out/figures/``; with ``study``, that Optuna study's history and parameter importances.
 
+    Rows whose ``value`` is missing or not a number are left out and counted in :attr:`Report.warnings`.
+
     Raises
     ------
     FileNotFoundError
         If ``run_dir`` does not exist.
     ReportError
-        If it holds no result rows, or no table can be built.
+        If it holds no result rows, a line is not a JSON row, ``out`` (or a folder above it) is an existing file,
+        a request cannot be answered (:func:`build_tables`), or no table can be built.
     """
     from benchmarks.results import load_rows
     from datasets.cache_io import atomic_write_text
 
-    rows = load_rows(Path(run_dir))
+    out = Path(out)
+    blocker = next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)
+    if blocker is not None:
+        raise ReportError(f"output path {out} cannot be a folder: {blocker} is an existing file (choose another --out)")
+    try:
+        rows = load_rows(Path(run_dir))
+    except ValueError as err:  # a damaged line: the message names file and line
+        raise ReportError(str(err)) from None
     if rows.empty:
         raise ReportError(f"no result rows under {run_dir} (expected cells/**/*.jsonl written by `run`)")
+    notes: list[str] = []
+    n_bad = int(invalid_values(rows).sum())
+    if n_bad:
+        example = _file_with_invalid_value(Path(run_dir))
+        notes.append(f"{n_bad} result row{'s' if n_bad != 1 else ''} without a numeric 'value' left out"
+                     + (f" (e.g. in {example})" if example else ""))
     tables, skipped = build_tables(rows, headline=headline, metric=metric, tie=tie, protocols=protocols)
     if not tables:
         raise ReportError(f"no table could be built from {run_dir}: " + "; ".join(skipped))
-    out = Path(out)
     files: list[Path] = []
     if "md" in formats:
         for t in tables:
@@ -719,7 +934,23 @@ def build_report(
                 made, why = figs.study_figures(study, storage, out / "figures")
                 files.extend(made)
                 skipped.extend(why)
-    return Report(out=out, tables=tables, files=files, skipped=skipped)
+    return Report(out=out, tables=tables, files=files, skipped=skipped, warnings=notes)
+
+
+def _file_with_invalid_value(run_dir: Path) -> Path | None:
+    """The first ``*.jsonl`` file under ``run_dir`` holding a row without a numeric ``value`` (or ``None``)."""
+    for path in sorted(run_dir.rglob("*.jsonl")):
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if not _is_number(row.get("value") if isinstance(row, dict) else None):
+                    return path
+    return None
 
 
 __all__ = [
@@ -733,12 +964,16 @@ __all__ = [
     "bits_label",
     "build_report",
     "build_tables",
+    "check_one_configuration",
+    "check_request",
+    "config_key",
     "efficiency_table",
     "engine_table",
     "holm",
     "latex_document",
     "latex_escape",
     "main_table",
+    "metric_choices",
     "normalise_rows",
     "paired_test",
     "significance_table",

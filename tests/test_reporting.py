@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
@@ -14,7 +15,9 @@ import pytest
 from scipy import stats
 
 from benchmarks.cli import main as cli_main
+from benchmarks.figures import latency_styles, plot_latency_vs_db_size
 from benchmarks.reporting import (
+    ReportError,
     Stat,
     ablation_table,
     efficiency_table,
@@ -202,10 +205,11 @@ def test_significance_matches_scipy_on_the_same_vectors(rows: pd.DataFrame) -> N
     sel = rows[(rows["metric"] == "map") & (rows["tie"] == "aware")]
     pvals = []
     for other in data.index:
-        h = sel[sel["variant"] == "mcmfh"].set_index(["seed", "task", "bits"])["value"]
-        o = sel[sel["variant"] == other].set_index(["seed", "task", "bits"])["value"]
-        joined = pd.concat([h.rename("h"), o.rename("o")], axis=1, join="inner")
-        assert len(joined) == len(SEEDS) * len(TASKS) * len(BITS) == data.loc[other, "n"]
+        # pairing unit = one trained model (seed, bits); its value = mean over the tasks i2t, t2i
+        h = sel[sel["variant"] == "mcmfh"].groupby(["seed", "bits"])["value"].mean()
+        o = sel[sel["variant"] == other].groupby(["seed", "bits"])["value"].mean()
+        joined = pd.concat([h.rename("h"), o.rename("o")], axis=1, join="inner").sort_index(level=["bits", "seed"])
+        assert len(joined) == len(SEEDS) * len(BITS) == data.loc[other, "n"]
         w = stats.wilcoxon(joined["h"], joined["o"])
         t = stats.ttest_rel(joined["h"], joined["o"])
         assert data.loc[other, "wilcoxon_stat"] == pytest.approx(w.statistic)
@@ -224,6 +228,7 @@ def test_significance_matches_scipy_on_the_same_vectors(rows: pd.DataFrame) -> N
     assert data["wilcoxon_p_holm"].to_numpy() == pytest.approx(adj)
     md = table.to_markdown()
     assert "Wilcoxon signed-rank p" in md and "paired t-test p" in md and "scipy.stats.wilcoxon" in md
+    assert "Pairs matched by (seed, bits), one per trained model, each the mean over its tasks" in md
 
 
 def test_paired_test_edge_cases() -> None:
@@ -317,3 +322,256 @@ def test_study_figures_history_and_importances(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths) == sorted(f"optuna_{kind}_mcmfh-medpix-16.{ext}"
                                                    for kind in ("history", "importances") for ext in ("png", "pdf"))
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+# ---- runner-shaped rows: metric names with placeholders, configurations, damaged values --------------------
+def runner_rows(*, config: dict | None = None, dataset_fields: dict | None = None, seeds=SEEDS) -> list[dict]:
+    """Rows as ``run`` writes them: ``map@k`` (k = 50), ``ndcg@k`` (k = 10, 50), ``p@n`` (k = N), ``p@r2``
+    (no k; hashing methods only), per-cell efficiency rows; unimodal protocol only."""
+    rng = np.random.default_rng(7)
+    rows: list[dict] = []
+    for method, base in (("ucmfh", 0.55), ("cca-itq", 0.45), ("real-valued", 0.70)):
+        for bits in ([None] if method == "real-valued" else (16, 32)):
+            for s in seeds:
+                common = dict.fromkeys(ROW_FIELDS)
+                common.update(run_id="r", dataset="medpix", label_scheme="location+topic", encoder="offline",
+                              protocol="unimodal", method=method, variant=method, bits=bits, seed=s,
+                              method_config=dict(config or {"reg": 1e-4}), cell_id=f"{method}-{bits}-{s}")
+                common.update(dataset_fields or {})
+                for task in TASKS:
+                    for tie in ("aware", "index"):
+                        for metric, k in (("map", None), ("map@k", 50), ("ndcg@k", 10), ("ndcg@k", 50), ("p@n", 10)):
+                            rows.append({**common, "task": task, "tie": tie, "metric": metric, "k": k,
+                                         "value": float(base + rng.normal(0, 0.02)), "chance": CHANCE[task]})
+                        if bits is not None:
+                            rows.append({**common, "task": task, "tie": tie, "metric": "p@r2", "k": None,
+                                         "value": float(base + rng.normal(0, 0.02)), "chance": CHANCE[task]})
+                for metric, value in (("encode_ms_per_item", 0.05), ("search_ms_per_query", 0.1),
+                                      ("search_ms_per_query_real", 2.0), ("bytes_per_item", (bits or 4096) / 8),
+                                      ("bytes_per_item_real", 2048.0)):
+                    rows.append({**common, "task": "-", "tie": None, "metric": metric, "k": None, "value": value})
+    return rows
+
+
+def write_run(run_dir: Path, rows: list[dict]) -> Path:
+    """One cell file per (variant, bits, seed, config) like ``run``; returns ``run_dir``."""
+    cells: dict[str, list[dict]] = {}
+    for r in rows:
+        key = f"{r['variant']}-{r['bits']}-{r['seed']}-{abs(hash(json.dumps(r.get('method_config'), sort_keys=True)))}"
+        cells.setdefault(key, []).append(r)
+    for key, part in cells.items():
+        write_cell(run_dir / "cells" / "medpix" / str(part[0]["variant"]) / f"{key}.jsonl", part)
+    return run_dir
+
+
+def expected_cell(df: pd.DataFrame, variant: str, task: str, bits, metric: str, k) -> tuple[float, float]:
+    sel = df[(df["variant"] == variant) & (df["task"] == task) & (df["metric"] == metric) & (df["tie"] == "aware")]
+    sel = sel[sel["bits"].isna()] if bits is None else sel[sel["bits"] == bits]
+    sel = sel[sel["k"].isna()] if k is None else sel[sel["k"] == k]
+    v = sel.groupby("seed")["value"].mean()
+    return float(v.mean()), float(v.std(ddof=1))
+
+
+@pytest.mark.parametrize(("name", "metric", "k"), [("map@50", "map@k", 50), ("ndcg@10", "ndcg@k", 10),
+                                                    ("ndcg@50", "ndcg@k", 50), ("p@10", "p@n", 10),
+                                                    ("p@r2", "p@r2", None)])
+def test_metric_names_with_cutoffs_select_the_runner_rows(name: str, metric: str, k) -> None:
+    df = pd.DataFrame(runner_rows())
+    table = main_table(df, dataset="medpix", metric=name)
+    data = table.data.set_index(["variant", "task", "bits_label"])
+    mean, std = expected_cell(df, "ucmfh", "t2i", 32, metric, k)
+    assert data.loc[("ucmfh", "t2i", "32"), "mean"] == pytest.approx(mean, abs=1e-12)
+    assert data.loc[("ucmfh", "t2i", "32"), "std"] == pytest.approx(std, abs=1e-12)
+    assert data.loc[("ucmfh", "t2i", "32"), "n_seeds"] == len(SEEDS)
+    # efficiency table: the real-valued reference has no p@r2 rows -> "–", not a crash
+    eff = efficiency_table(df, dataset="medpix", metric=name)
+    line = next(r for r in eff.rows if r[0] == "real-valued")
+    assert (line[2].plain() == "–") == (name == "p@r2")
+    acc = df[(df["variant"] == "cca-itq") & (df["bits"] == 16) & (df["metric"] == metric) & (df["tie"] == "aware")]
+    acc = acc[acc["k"].isna()] if k is None else acc[acc["k"] == k]
+    per_seed = acc.groupby("seed")["value"].mean()
+    assert eff.data.set_index(["variant", "bits_label"]).loc[("cca-itq", "16"), "mean"] == pytest.approx(per_seed.mean())
+
+
+def test_ambiguous_metric_lists_the_cutoffs() -> None:
+    df = pd.DataFrame(runner_rows())
+    with pytest.raises(ReportError, match=r"several cut-offs k; choose one of ndcg@10, ndcg@50$"):
+        main_table(df, dataset="medpix", metric="ndcg@k")
+
+
+def _err_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_report_cli_other_metrics_and_bad_requests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "run", runner_rows())
+    out = tmp_path / "out"
+    assert cli_main(["report", str(run), "--metric", "map@50", "--out", str(out), "--no-figures"]) == 0
+    mean, std = expected_cell(pd.DataFrame(runner_rows()), "cca-itq", "i2t", 16, "map@k", 50)
+    md = (out / "main_medpix_unimodal.md").read_text()
+    assert md_cell(md, "cca-itq", 1).strip("*") == f"{mean:.3f} ± {std:.3f}"
+    assert "map@50 (tie-aware)" in (out / "efficiency_medpix.md").read_text()
+    capsys.readouterr()
+    assert cli_main(["report", str(run), "--metric", "p@r2", "--out", str(tmp_path / "o2"), "--no-figures"]) == 0
+    capsys.readouterr()
+    assert cli_main(["report", str(run), "--metric", "bogus", "--out", str(tmp_path / "o3"), "--no-figures"]) == 2
+    assert _err_lines(capsys) == ["error: no rows of metric 'bogus'; metrics found: map, map@50, ndcg@10, ndcg@50, "
+                                  "p@10, p@r2"]
+    assert cli_main(["report", str(run), "--protocols", "paired", "--out", str(tmp_path / "o4"), "--no-figures"]) == 2
+    assert _err_lines(capsys) == ["error: no rows of protocol 'paired' in the run folder; protocols present: unimodal"]
+    assert cli_main(["report", str(run), "--metric", "ndcg@k", "--out", str(tmp_path / "o5"), "--no-figures"]) == 2
+    assert _err_lines(capsys) == ["error: metric 'ndcg@k' has rows at several cut-offs k; choose one of ndcg@10, ndcg@50"]
+    assert not (tmp_path / "o3").exists() and not (tmp_path / "o4").exists()
+
+
+@pytest.mark.parametrize("field", ["method_config", "dataset_options", "dataset_seed", "encoder"])
+def test_different_configurations_are_not_averaged(tmp_path: Path, field: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # seeds 0-2 with one setting, seeds 3-4 with another setting of the same method and bits
+    first = {"dataset_options": {"n_train": "200"}, "dataset_seed": 0}
+    second = dict(first)
+    config = None
+    if field == "method_config":
+        config = {"reg": 1e-2}
+    elif field == "dataset_options":
+        second["dataset_options"] = {"n_train": "400"}
+    elif field == "dataset_seed":
+        second["dataset_seed"] = 1
+    else:
+        second["encoder"] = "biomedclip"
+    rows = runner_rows(dataset_fields=first) + runner_rows(config=config, dataset_fields=second, seeds=(3, 4))
+    df = pd.DataFrame(rows)
+    with pytest.raises(ReportError, match=rf"rows of 'cca-itq' at 16 bits on 'medpix' come from 2 configurations "
+                                          rf"\(differing in {field}: .*report a narrower folder"):
+        main_table(df, dataset="medpix")
+    for fn in (efficiency_table, significance_table):
+        with pytest.raises(ReportError, match="come from 2 configurations"):
+            fn(df, dataset="medpix", headline="ucmfh") if fn is significance_table else fn(df, dataset="medpix")
+    # one configuration alone: the mean is over its own seeds only
+    alone = df[df["seed"] <= 2]
+    mean, std = expected_cell(alone, "cca-itq", "i2t", 16, "map", None)
+    data = main_table(alone, dataset="medpix").data.set_index(["variant", "task", "bits_label"])
+    assert data.loc[("cca-itq", "i2t", "16"), ["mean", "std", "n_seeds"]].tolist() == pytest.approx([mean, std, 3])
+    run = write_run(tmp_path / "run", rows)
+    assert cli_main(["report", str(run), "--out", str(tmp_path / "o"), "--no-figures"]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("error: rows of 'cca-itq' at 16 bits on 'medpix' come from 2 configurations")
+
+
+def test_rows_without_the_new_fields_and_duplicates_of_one_configuration() -> None:
+    old = pd.DataFrame(runner_rows())  # no dataset_options / dataset_seed columns at all
+    assert "dataset_seed" not in old.columns
+    new = pd.DataFrame(runner_rows(dataset_fields={"dataset_options": {"n_train": "200"}, "dataset_seed": 0}))
+    a = main_table(old, dataset="medpix").data.set_index(["variant", "task", "bits_label"])["mean"]
+    b = main_table(new, dataset="medpix").data.set_index(["variant", "task", "bits_label"])["mean"]
+    pd.testing.assert_series_equal(a.sort_index(), b.sort_index())
+    # the same seed of the same configuration twice (a cell copied into a second run folder) counts once
+    doubled = pd.concat([new, new[new["seed"] == 0]])
+    data = main_table(doubled, dataset="medpix").data.set_index(["variant", "task", "bits_label"])
+    mean, std = expected_cell(new, "ucmfh", "i2t", 16, "map", None)
+    assert data.loc[("ucmfh", "i2t", "16"), ["mean", "std", "n_seeds"]].tolist() == pytest.approx([mean, std, 3])
+
+
+def test_significance_pairs_models_not_tasks() -> None:
+    df = pd.DataFrame(runner_rows())
+    table = significance_table(df, dataset="medpix", headline="ucmfh")
+    res = table.data.set_index("method").loc["cca-itq"]
+    sel = df[(df["metric"] == "map") & (df["tie"] == "aware")]
+    h = sel[sel["variant"] == "ucmfh"].groupby(["bits", "seed"])["value"].mean()
+    o = sel[sel["variant"] == "cca-itq"].groupby(["bits", "seed"])["value"].mean()
+    assert res["n"] == len(h) == 2 * len(SEEDS)
+    assert res["wilcoxon_p"] == pytest.approx(stats.wilcoxon(h.to_numpy(), o.to_numpy()).pvalue, rel=1e-12)
+    assert res["t_stat"] == pytest.approx(stats.ttest_rel(h.to_numpy(), o.to_numpy()).statistic, rel=1e-12)
+
+
+# ---- engines: "–" for exact engines, one colour per engine -----------------------------------------------------
+def engine_rows() -> list[dict]:
+    rows = []
+    for engine, approx in (("popcount", False), ("BFlat", False), ("BHash4", True), ("FlatIP", False)):
+        for bits in ([None] if engine == "FlatIP" else (16, 32)):
+            for n in (1_000, 10_000):
+                metrics = [("latency_ms_median", 0.01 * n / 1000), ("latency_ms_p95", 0.02 * n / 1000)]
+                if approx:
+                    metrics.append(("recall@k", 0.9))
+                for metric, value in metrics:
+                    row = dict.fromkeys(ROW_FIELDS)
+                    row.update(dataset="random", protocol="efficiency", task="-", seed=0, bits=bits, metric=metric,
+                               value=value, engine=engine, db_size=n)
+                    rows.append(row)
+    return rows
+
+
+def test_engine_table_shows_dash_for_exact_engines() -> None:
+    table = engine_table(pd.DataFrame(engine_rows()))
+    md = table.to_markdown()
+    assert "nan" not in md.lower()
+    col = table.header_labels().index("recall@k")
+    for row in table.rows:
+        assert row[col] == ("0.9" if row[0] == "BHash4" else "–")
+
+
+def test_latency_figure_one_colour_per_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import figures
+    from benchmarks.reporting import normalise_rows
+
+    captured = {}
+
+    def keep(fig, stem):
+        captured["lines"] = [(ln.get_label(), ln.get_color(), ln.get_linestyle()) for ln in fig.axes[0].get_lines()]
+        return []
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    plot_latency_vs_db_size(normalise_rows(pd.DataFrame(engine_rows())), tmp_path)
+    colour = {label: c for label, c, _ in captured["lines"]}
+    style = {label: ls for label, _, ls in captured["lines"]}
+    engines = ("popcount", "BFlat", "BHash4")
+    for b in ("16", "32"):
+        assert len({colour[f"{e}, {b} bits"] for e in engines}) == 3  # three binary engines, three colours
+    for e in engines:
+        assert colour[f"{e}, 16 bits"] == colour[f"{e}, 32 bits"] and style[f"{e}, 16 bits"] != style[f"{e}, 32 bits"]
+    assert colour["FlatIP"] not in {colour[f"{e}, 16 bits"] for e in engines}
+    styles = latency_styles([("a", "16"), ("b", "16"), ("a", "64"), ("f", "float")])
+    assert styles[("a", "16")]["color"] == styles[("a", "64")]["color"] != styles[("b", "16")]["color"]
+
+
+# ---- user errors and damaged rows ----------------------------------------------------------------------------
+def test_report_out_is_a_file_and_bad_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "run", runner_rows(seeds=(0,)))
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    assert cli_main(["report", str(run), "--out", str(target), "--no-figures"]) == 2
+    assert cli_main(["report", str(run), "--out", str(target / "sub"), "--no-figures"]) == 2
+    assert _err_lines(capsys) == [
+        f"error: output path {target} cannot be a folder: {target} is an existing file (choose another --out)",
+        f"error: output path {target / 'sub'} cannot be a folder: {target} is an existing file (choose another --out)"]
+    assert target.read_text() == "x"
+    no_rows = tmp_path / "no_rows"
+    (no_rows / "cells").mkdir(parents=True)
+    (no_rows / "cells" / "a.jsonl").write_text("\n")
+    damaged = tmp_path / "damaged"
+    (damaged / "cells").mkdir(parents=True)
+    (damaged / "cells" / "a.jsonl").write_text('{"metric": "map"\n')
+    assert cli_main(["report", str(no_rows), "--out", str(tmp_path / "o1")]) == 2
+    assert cli_main(["report", str(damaged), "--out", str(tmp_path / "o2")]) == 2
+    assert cli_main(["report", str(target), "--out", str(tmp_path / "o3")]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert err[0] == f"error: no result rows under {no_rows} (expected cells/**/*.jsonl written by `run`)"
+    assert err[1].startswith(f"error: {damaged / 'cells' / 'a.jsonl'}:1: not a JSON result row")
+    assert err[2] == f"error: RUN_DIR {target} is not a folder"
+
+
+def test_rows_without_numeric_values_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = runner_rows()
+    run = write_run(tmp_path / "run", good)
+    bad_file = run / "cells" / "medpix" / "ucmfh" / "zz-damaged.jsonl"
+    template = next(r for r in good if r["variant"] == "ucmfh" and r["metric"] == "map" and r["bits"] == 16)
+    bad = [{**template, "value": None}, {**template, "value": "0.9"}, {**template, "value": True}]
+    missing = {k: v for k, v in template.items() if k != "value"}
+    bad_file.write_text("".join(json.dumps(r) + "\n" for r in [*bad, missing]))
+    out = tmp_path / "out"
+    assert cli_main(["report", str(run), "--out", str(out), "--no-figures"]) == 0
+    err = _err_lines(capsys)
+    assert err == [f"warning: 4 result rows without a numeric 'value' left out (e.g. in {bad_file})"]
+    # the table equals the one built from the good rows alone
+    assert (out / "main_medpix_unimodal.md").read_text() == main_table(pd.DataFrame(good), dataset="medpix").to_markdown()

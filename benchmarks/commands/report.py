@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from benchmarks.cli import UsageError
@@ -28,7 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Build the report and print the main tables."""
+    """Build the report and print the main tables; warnings (rows left out) go to stderr as one line each.
+
+    Raises
+    ------
+    UsageError
+        If RUN_DIR is not a folder or holds no rows, ``--out`` is (below) an existing file, the requested
+        metric / tie / protocols have no rows (the message lists those present), or rows of one method and code
+        length come from several configurations.
+    """
     from benchmarks.reporting import ReportError, build_report
 
     run_dir = Path(args.run_dir)
@@ -40,7 +49,9 @@ def main(args: argparse.Namespace) -> int:
                               tie=args.tie, protocols=args.protocols, figures=not args.no_figures,
                               study=args.study, storage=args.storage)
     except ReportError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(" ".join(str(err).split())) from None
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for table in report.tables:
         if table.name.startswith("main_"):
             print(table.to_markdown())
