@@ -687,6 +687,22 @@ for _m in (2, 4, 8):
 ENGINES.add("numpy-ip", NumpyInnerProductEngine, tags=("float", "exact"))
 ENGINES.add("FlatIP", FaissFlatIPEngine, tags=("float", "exact"))
 
+#: One-line description per registered engine (shown by ``list engines`` through the ``description``
+#: attribute set on each registered callable below).
+ENGINE_DESCRIPTIONS: dict[str, str] = {
+    "popcount": "exact Hamming search in numpy: XOR + np.bitwise_count + counting top-k",
+    "BFlat": "exact Hamming search with faiss IndexBinaryFlat (brute force, per-query heap)",
+    **{
+        f"BHash{_m}": f"approximate Hamming search with faiss IndexBinaryMultiHash, {_m} sub-tables of K/{_m} bits "
+        "(multi-index hashing, Norouzi et al., CVPR 2012)"
+        for _m in (2, 4, 8)
+    },
+    "numpy-ip": "exact float32 inner-product search: BLAS matrix product + exact top-k",
+    "FlatIP": "exact float32 inner-product search with faiss IndexFlatIP",
+}
+for _name, _text in ENGINE_DESCRIPTIONS.items():
+    ENGINES.get(_name).description = _text  # type: ignore[attr-defined]
+
 _BHASH = re.compile(r"^BHash(\d+)(?:x(\d+))?(?:f(\d+))?$")
 
 
@@ -726,6 +742,7 @@ def is_binary_spec(spec: str) -> bool:
 
 __all__ = [
     "ENGINES",
+    "ENGINE_DESCRIPTIONS",
     "MISSING_HAMMING",
     "FaissBinaryFlatEngine",
     "FaissFlatIPEngine",

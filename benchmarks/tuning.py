@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
+import json
 import math
 import multiprocessing
 import os
@@ -79,8 +81,10 @@ class TuneSpec:
         Defaults to ``f"{method}-{dataset}-{bits}"``.
     seeds : tuple[int, ...]
         Tuning seeds; one sub-run (fit + validation score) per seed, the objective is their mean.
-    data_root, encoder, device, dataset_options, cache_dir
-        Passed to ``benchmarks.runner.prepare_features``.
+    data_root, encoder, device, dataset_options, cache_dir, label_scheme, dataset_seed
+        Passed to ``benchmarks.runner.prepare_features`` (``label_scheme`` ``None`` = the loader's default;
+        ``dataset_seed`` seeds generated data / seeded splits). ``dataset_options`` must not hold
+        ``label_scheme`` or ``seed``: they have their own fields.
     protocol : str
         ``"unimodal"`` or ``"paired"``, passed to ``benchmarks.runner.validation_score``.
     sampler_seed : int
@@ -105,6 +109,8 @@ class TuneSpec:
     device: str = "cpu"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    label_scheme: str | None = None
+    dataset_seed: int = 0
     protocol: str = "unimodal"
     sampler_seed: int = 0
     objective: str = DEFAULT_OBJECTIVE
@@ -128,6 +134,14 @@ class TuneSpec:
             raise UsageError(f"--protocol must be 'unimodal' or 'paired', got {self.protocol!r}")
         if ":" not in self.objective:
             raise UsageError(f"objective {self.objective!r} must look like 'module:function'")
+        bad_seeds = [s for s in self.seeds if int(s) < 0]
+        if bad_seeds:
+            raise UsageError(f"--seeds must be >= 0, got {bad_seeds}")
+        if int(self.dataset_seed) < 0:
+            raise UsageError(f"--dataset-seed must be >= 0, got {self.dataset_seed}")
+        for key, flag in (("label_scheme", "--label-scheme"), ("seed", "--dataset-seed")):
+            if key in (self.dataset_options or {}):
+                raise UsageError(f"--dataset-option {key}=... is not a loader option; use {flag}")
 
 
 def default_study_name(method: str, dataset: str, bits: int) -> str:
@@ -164,7 +178,8 @@ def open_storage(storage: str | None = None, *, heartbeat_interval: int | None =
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if storage is None or not _is_url(storage):
-        path = Path(storage[len("journal:") :] if storage and storage.startswith("journal:") else (storage or DEFAULT_JOURNAL))
+        path = _journal_path(storage)
+        check_journal_file(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
@@ -175,14 +190,60 @@ def open_storage(storage: str | None = None, *, heartbeat_interval: int | None =
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             kwargs: dict[str, Any] = {}
             if heartbeat_interval:
+                # Optuna 4.9 renamed failed_trial_callback / RetryFailedTrialCallback (deprecated: FutureWarning)
+                # to heartbeat_stale_trial_callback / RetryHeartbeatStaleTrialCallback; use what this Optuna has.
+                params = inspect.signature(optuna.storages.RDBStorage).parameters
+                if "heartbeat_stale_trial_callback" in params and hasattr(
+                    optuna.storages, "RetryHeartbeatStaleTrialCallback"
+                ):
+                    callback_kw, callback = "heartbeat_stale_trial_callback", optuna.storages.RetryHeartbeatStaleTrialCallback
+                else:
+                    callback_kw, callback = "failed_trial_callback", optuna.storages.RetryFailedTrialCallback
                 kwargs = {
                     "heartbeat_interval": int(heartbeat_interval),
                     "grace_period": 2 * int(heartbeat_interval),
-                    "failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1),
+                    callback_kw: callback(max_retry=1),
                 }
             return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True}, **kwargs)
     except Exception as err:  # sqlalchemy / driver errors have many types
         raise UsageError(f"cannot open storage {_redact(storage)}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def _journal_path(storage: str | None) -> Path:
+    """The journal file of a non-URL storage string (``None`` → :data:`DEFAULT_JOURNAL`)."""
+    if storage and storage.startswith("journal:"):
+        return Path(storage[len("journal:") :])
+    return Path(storage or DEFAULT_JOURNAL)
+
+
+def check_journal_file(path: Path) -> None:
+    """Refuse a path that is not a new/empty file or an Optuna journal (JSON lines with an ``op_code``).
+
+    Only the first record is read, so the check is cheap on a large journal.
+
+    Raises
+    ------
+    UsageError
+        If ``path`` is a folder, cannot be read, or its first line is not an Optuna journal record.
+    """
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise UsageError(f"journal storage {path} is a folder; give a journal file path (e.g. {path / 'journal.log'})")
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(1 << 20)
+    except OSError as err:
+        raise UsageError(f"cannot read journal storage {path}: {err.strerror or err}") from None
+    if not first.strip():
+        return  # empty file: a new journal
+    try:
+        record = json.loads(first.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise UsageError(f"--storage {path} exists and is not an Optuna journal file (its first line is not a "
+                         "journal record); give a new file path, an existing journal, or an SQL URL")
 
 
 def _redact(url: str) -> str:
@@ -295,6 +356,8 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
         device=spec.device,
         dataset_options=spec.dataset_options or None,
         cache_dir=Path(spec.cache_dir) if spec.cache_dir else None,
+        label_scheme=spec.label_scheme,
+        dataset_seed=int(spec.dataset_seed),
         progress=False,
     )
     train = feature_split(dataset, features, "train")
@@ -389,15 +452,22 @@ def create_or_load_study(spec: TuneSpec) -> Any:
     import optuna
 
     storage = open_storage(spec.storage, heartbeat_interval=spec.heartbeat_interval)
-    study = optuna.create_study(
-        study_name=spec.name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=_sampler(spec, 0, 0),
-        pruner=_pruner(spec),
-    )
-    wanted = {"method": spec.method, "dataset": spec.dataset, "bits": int(spec.bits)}
+    try:
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=_sampler(spec, 0, 0),
+            pruner=_pruner(spec),
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as err:
+        if spec.storage is not None and _is_url(spec.storage):
+            raise
+        raise UsageError(f"journal storage {_journal_path(spec.storage)} is not a readable Optuna journal "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else err!r}); "
+                         "give a new file or an existing journal") from None
+    wanted = {"method": spec.method, "dataset": spec.dataset, "bits": int(spec.bits), "label_scheme": spec.label_scheme}
     have = study.user_attrs
     if not have:
         for key, value in {**wanted, "objective": OBJECTIVE_DESCRIPTION, "seeds": list(spec.seeds),

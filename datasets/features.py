@@ -211,6 +211,37 @@ def _load_shard(path: Path, rows: int, image_dim: int, text_dim: int) -> dict[st
     return shard
 
 
+def resolve_text_field(dataset: PairedDataset, text_field: str | None) -> str:
+    """The text field recorded in the cache key: ``text_field`` if given, else the loader's, else ``caption``.
+
+    Raises
+    ------
+    DatasetError
+        If ``text_field`` differs from the field the loader recorded in ``dataset.info["text_field"]``: the
+        text is selected by the loader's options, not by this name.
+    """
+    loader_field = dataset.info.get("text_field")
+    if text_field is None:
+        return str(loader_field) if loader_field is not None else "caption"
+    if loader_field is not None and str(text_field) != str(loader_field):
+        raise DatasetError(
+            f"dataset {dataset.name!r} provides text field {loader_field!r}, not {text_field!r}; the text is "
+            "chosen by the loader's options (e.g. --dataset-option append_findings=true for medpix, "
+            "--dataset-option text_field=impression for openi)"
+        )
+    return str(text_field)
+
+
+def _check_cache_dir(root: Path) -> None:
+    """Create the cache folder ``root``; a file in its place or an unwritable parent raises :class:`DatasetError`."""
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"cache folder {root} exists but is not a folder; give --cache-dir a folder path")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatasetError(f"cannot create cache folder {root}: {err.strerror or err}") from None
+
+
 def _prepare_partial(partial: Path, manifest: dict) -> None:
     """Create ``partial`` or, if it was made with other settings (shard size, key), empty it."""
     mpath = partial / "manifest.json"
@@ -234,7 +265,7 @@ def extract_features(
     device: str = "cpu",
     batch_size: int = 32,
     progress: bool = True,
-    text_field: str = "caption",
+    text_field: str | None = None,
     encoder_options: Mapping[str, str] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> CachedFeatures:
@@ -254,9 +285,11 @@ def extract_features(
         Items per encoder call (>= 1).
     progress : bool
         Show a tqdm progress bar (items).
-    text_field : str
+    text_field : str, optional
         Which text the loader put in ``dataset.texts`` (e.g. ``"caption"``, ``"caption+findings"``); part of
-        the key and metadata.
+        the key and metadata. Default: the loader's ``dataset.info["text_field"]``, else ``"caption"``. The
+        text is chosen by the loader's own options (e.g. medpix ``append_findings=true``, openi
+        ``text_field=impression``); a value different from the loader's recorded field is an error.
     encoder_options : mapping, optional
         Options for :func:`datasets.encoders.create_encoder` (e.g. ``{"path": DIR}`` for ``biomedclip``).
     shard_size : int
@@ -271,7 +304,8 @@ def extract_features(
     ------
     DatasetError
         Features-only dataset with a real encoder (names the dataset), missing/unreadable image file (names
-        the file), bad ``batch_size``/``shard_size``.
+        the file), bad ``batch_size``/``shard_size``, a ``text_field`` that is not the loader's, a cache
+        folder that is a file or cannot be created.
     RegistryError
         Unknown encoder name.
     EncoderError
@@ -281,6 +315,7 @@ def extract_features(
         raise DatasetError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(shard_size, int) or shard_size < 1:
         raise DatasetError(f"shard_size must be a positive integer, got {shard_size!r}")
+    text_field = resolve_text_field(dataset, text_field)
     pre = _precomputed(dataset, encoder)
     if pre is not None:
         return pre
@@ -291,6 +326,7 @@ def extract_features(
     enc = create_encoder(name, device=device, **options)
     key, fields = cache_key(dataset, enc, text_field=text_field)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    _check_cache_dir(root)
     final, meta_path, partial = root / f"{key}.npz", root / f"{key}.json", root / f"{key}.partial"
     n, d_img, d_txt = len(dataset), enc.image_dim, enc.text_dim
 
@@ -401,7 +437,7 @@ def load_or_extract_features(
     device: str = "cpu",
     batch_size: int = 32,
     progress: bool = True,
-    text_field: str = "caption",
+    text_field: str | None = None,
     encoder_options: Mapping[str, str] | None = None,
 ) -> Features:
     """Features for every item of ``dataset`` (rows in ``dataset.ids`` order), from the cache or extracted now.

@@ -67,8 +67,11 @@ def _medpix_pngs(data_root: Path, k: int) -> list[Path]:
 # --------------------------------------------------------------------------------------------- registry
 def test_registry_names_and_errors():
     assert ENCODERS.names() == ["biomedclip", "offline"]
-    with pytest.raises(RegistryError, match="valid encoders: biomedclip, offline"):
+    with pytest.raises(RegistryError, match="valid encoders: auto, biomedclip, offline, precomputed") as exc:
         create_encoder("clip-xl")
+    assert "'clip-xl'" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(RegistryError, match="valid encoders: auto, biomedclip, offline, precomputed"):
+        resolve_encoder_name("nope")
     with pytest.raises(EncoderError, match="takes no options"):
         create_encoder("offline", path="/x")
 

@@ -477,3 +477,30 @@ def test_cli_efficiency(tmp_path, capsys) -> None:
         main(["efficiency", "--random", "--db-sizes", "1.5e0"])
     assert exc.value.code == 2
     assert "whole number" in capsys.readouterr().err
+
+
+def test_every_registered_engine_has_a_one_line_description() -> None:
+    from benchmarks.engines import ENGINE_DESCRIPTIONS
+
+    assert set(ENGINE_DESCRIPTIONS) == set(ENGINES.names())
+    for name in ENGINES.names():
+        text = getattr(ENGINES.get(name), "description", "")
+        assert text == ENGINE_DESCRIPTIONS[name] and "\n" not in text and len(text) > 20
+        assert "partial" not in text.lower() and text.count("(") == text.count(")")
+    assert "IndexBinaryMultiHash, 4 sub-tables" in ENGINES.get("BHash4").description
+
+
+def test_efficiency_command_refuses_bits_below_8_up_front(tmp_path, capsys) -> None:
+    from benchmarks.cli import main
+
+    out = tmp_path / "never"
+    assert main(["efficiency", "--bits", "4", "16", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --bits must all be >= 8") and "[4]" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert main(["efficiency", "--seed", "-1", "--out", str(out)]) == 2
+    assert "--seed must be >= 0" in capsys.readouterr().err
+    assert main(["efficiency", "--method", "cca-itq", "--dataset", "synthetic", "--dataset-option", "label_scheme=x",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --dataset-option label_scheme=... is not a loader option") and err.count("\n") == 1

@@ -105,3 +105,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "'q_l'" in err and err.count("\n") == 1
     assert cli_main(["evaluate", str(tmp_path / "absent.mat")]) == 2
     assert cli_main(["evaluate", str(tmp_path / "x.txt")]) == 2
+
+
+def test_unreadable_files_and_bad_flags_are_one_line_errors(tmp_path, capsys):
+    garbage_mat, garbage_npz = tmp_path / "garbage.mat", tmp_path / "garbage.npz"
+    garbage_mat.write_bytes(b"this is not a MATLAB file at all\n")
+    garbage_npz.write_bytes(b"this is not a zip archive\n")
+    objects = tmp_path / "objects.npz"
+    arr = _arrays()
+    arr["q_img"] = np.array([[1, None]], dtype=object)
+    np.savez(objects, **arr)
+    cases = [
+        (garbage_mat, f"{garbage_mat}: not a readable MATLAB .mat code file"),
+        (garbage_npz, f"{garbage_npz}: not a readable .npz code file"),
+        (objects, f"{objects}: not a readable .npz code file (it holds object (pickled) arrays"),
+        (tmp_path, f"code file {tmp_path} is a folder"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+            load_code_file(path)
+        assert cli_main(["evaluate", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    # labels stored as text / object arrays in a .mat are refused by dtype, not by a numpy crash
+    mat = tmp_path / "text_labels.mat"
+    arr = _arrays()
+    scipy.io.savemat(mat, {**arr, "q_l": np.array([["a", "b"]] * arr["q_l"].shape[0])})
+    with pytest.raises(ValueError, match="key 'q_l'"):
+        load_code_file(mat)
+    good = tmp_path / "good.npz"
+    np.savez(good, **_arrays())
+    assert cli_main(["evaluate", str(good), "--shuffle-seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --shuffle-seed must be >= 0, got -1\n"

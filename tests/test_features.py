@@ -322,3 +322,62 @@ def test_offline_extraction_on_real_medpix(data_root, tmp_path):
         for j in range(i + 1, 5):
             assert np.allclose(f.text[i], f.text[j], atol=1e-6) == (ds.texts[i] == ds.texts[j])
     assert extract_features(ds, "offline", cache_dir=tmp_path, progress=False).from_cache
+
+
+# ------------------------------------------------------------------------------- review fixes (text field, cache dir)
+def test_text_field_defaults_to_loader_and_other_value_is_refused(tmp_path):
+    paths = make_images(tmp_path / "img", 5)
+    ds = make_dataset(paths)
+    ds.info["text_field"] = "caption+findings"
+    result = run(ds, tmp_path / "cache")
+    assert result.meta["text_field"] == "caption+findings"  # the loader's field, not "caption"
+    assert run(ds, tmp_path / "cache", text_field="caption+findings").from_cache
+    with pytest.raises(DatasetError, match=r"provides text field 'caption\+findings', not 'bogus'.*append_findings"):
+        run(ds, tmp_path / "cache", text_field="bogus")
+    with pytest.raises(DatasetError, match="not 'caption'"):
+        load_or_extract_features(ds, "test-fake", cache_dir=tmp_path / "cache", progress=False, text_field="caption")
+    # a loader that records no text field: the given name is kept (part of the key), default caption
+    plain = make_dataset(paths)
+    assert run(plain, tmp_path / "cache2").meta["text_field"] == "caption"
+
+
+def test_cache_dir_that_is_a_file_is_one_line_error(tmp_path, capsys):
+    paths = make_images(tmp_path / "img", 5)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(DatasetError, match="is not a folder"):
+        run(make_dataset(paths), blocker)
+    with pytest.raises(DatasetError, match="cannot create cache folder"):
+        run(make_dataset(paths), blocker / "sub")
+    make_images(tmp_path / "data" / "tiny", 5)
+    assert cli.main(["extract", "--dataset", "test-tiny-pairs", "--data-root", str(tmp_path / "data"),
+                     "--encoder", "test-fake", "--cache-dir", str(blocker), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cache folder") and err.count("\n") == 1
+
+
+def test_extract_command_label_scheme_flag_text_field_flag_gone_and_reserved_options(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def loader(data_root, *, label_scheme=None, seed=0, **options):
+        seen.update(label_scheme=label_scheme, seed=seed, options=options)
+        return _tiny_loader(data_root, label_scheme=label_scheme, seed=seed)
+
+    _register_temporarily(monkeypatch, DATASETS, "test-tiny-pairs", loader)
+    make_images(tmp_path / "data" / "tiny", 5)
+    base = ["extract", "--dataset", "test-tiny-pairs", "--data-root", str(tmp_path / "data"), "--encoder", "test-fake",
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--device", "cpu"]
+    assert cli.main([*base, "--label-scheme", "location", "--dataset-seed", "3", "--dataset-option", "views=all"]) == 0
+    assert seen == {"label_scheme": "location", "seed": 3, "options": {"views": "all"}}
+    capsys.readouterr()
+    for option, flag in (("label_scheme=location", "--label-scheme"), ("seed=1", "--dataset-seed")):
+        assert cli.main([*base, "--dataset-option", option]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --dataset-option") and flag in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*base, "--text-field", "bogus"])  # text is chosen by loader options, not by this flag
+    assert exc.value.code == 2
+    assert "--text-field" in capsys.readouterr().err
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["extract"].format_help()
+    assert "label_scheme=location" not in help_text and "--label-scheme" in help_text
+    assert "MEDHASH_CACHE_DIR or ~/.cache/medhash-bench/features" in " ".join(help_text.split())

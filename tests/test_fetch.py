@@ -306,3 +306,32 @@ def test_data_info_command_on_real_text_only_roco(data_root, capsys):
     assert main(["data", "info", "roco", "--data-root", str(data_root), "--check-images"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: roco: none of the") and "images is present" in err
+
+
+def test_fetch_into_a_file_is_a_one_line_error(tmp_path, capsys):
+    from benchmarks.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["data", "fetch", "medpix", "--data-root", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --data-root {blocker} is a file") and err.count("\n") == 1
+    assert main(["data", "fetch", "medpix", "--data-root", str(blocker / "sub")]) == 2  # a file above the root
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and err.count("\n") == 1
+    assert blocker.read_text() == "x"
+
+
+def test_data_info_label_scheme_flag_and_reserved_options(capsys):
+    from benchmarks.cli import main
+
+    base = ["data", "info", "synthetic", "--dataset-option", "n_train=50", "--dataset-option", "n_query=20"]
+    assert main([*base, "--label-scheme", "location"]) == 2  # reaches the loader: synthetic has one scheme
+    assert "unknown label scheme 'location'" in capsys.readouterr().err
+    for option, flag in (("label_scheme=location", "--label-scheme"), ("seed=2", "--seed")):
+        assert main([*base, "--dataset-option", option]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --dataset-option") and f"use {flag}" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main([*base, "--seed", "-1"])
+    assert "--seed" in capsys.readouterr().err

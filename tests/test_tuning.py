@@ -291,3 +291,135 @@ def test_validation_objective_scores_the_validation_split(tmp_path: Path) -> Non
         assert trial.user_attrs["subrun_scores"] == pytest.approx(expected)
         assert trial.value == pytest.approx(math.fsum(expected) / 2)
     assert study.user_attrs["objective"].startswith("validation mAP")
+
+
+# ------------------------------------------------------------------------------------------ review fixes
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+TUNE = ["tune", "--method", "mcmfh", "--dataset", "synthetic", "--bits", "16", "--trials", "1", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(("option", "flag"), [("label_scheme=location", "--label-scheme"), ("seed=3", "--dataset-seed")])
+def test_tune_and_time_fit_refuse_reserved_dataset_options(option: str, flag: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    storage = str(tmp_path / "j.log")
+    assert cli_main([*TUNE, "--storage", storage, "--dataset-option", option]) == 2
+    assert flag in _one_line_error(capsys)
+    time_fit = ["time-fit", "--method", "cca-itq", "--dataset", "synthetic", "--device", "cpu"]
+    assert cli_main([*time_fit, "--dataset-option", option]) == 2
+    assert flag in _one_line_error(capsys)
+    with pytest.raises(UsageError, match=flag):
+        TuneSpec(method="m", dataset="d", bits=16, n_trials=1, dataset_options={option.split("=")[0]: "x"}).validate()
+
+
+def test_tune_command_passes_label_scheme_and_dataset_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmarks.tuning as tuning
+
+    seen: list[TuneSpec] = []
+
+    def fake_run_study(spec: TuneSpec, *, workers: int = 1) -> tuning.TuneSummary:
+        seen.append(spec)
+        return tuning.TuneSummary(spec.name, "x", 0, 0, 0, 0, [], None, {})
+
+    monkeypatch.setattr(tuning, "run_study", fake_run_study)
+    assert cli_main([*TUNE, "--label-scheme", "location", "--dataset-seed", "4", "--dataset-option", "n_train=50"]) == 0
+    assert seen[0].label_scheme == "location" and seen[0].dataset_seed == 4 and seen[0].dataset_options == {"n_train": "50"}
+    from benchmarks.cli import build_parser
+
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["tune"]
+                         .format_help().split())
+    assert "label_scheme=location" not in help_text and "--label-scheme" in help_text
+    assert "MEDHASH_CACHE_DIR or ~/.cache/medhash-bench/features" in help_text
+
+
+def test_validation_objective_gets_label_scheme_and_dataset_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.runner as runner
+    from benchmarks.tuning import validation_objective
+
+    class Seen(Exception):
+        pass
+
+    def fake_prepare(name: str, **kwargs: object) -> None:
+        raise Seen(kwargs)
+
+    monkeypatch.setattr(runner, "prepare_features", fake_prepare)
+    spec = TuneSpec(method="mcmfh", dataset="medpix", bits=16, n_trials=1, label_scheme="location", dataset_seed=2)
+    with pytest.raises(Seen) as exc:
+        validation_objective(spec)
+    kwargs = exc.value.args[0]
+    assert kwargs["label_scheme"] == "location" and kwargs["dataset_seed"] == 2
+
+
+@pytest.mark.parametrize("method", ["cca-itq", "random", "real-valued"])
+def test_tune_refuses_method_without_search_space(method: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    cmd = ["tune", "--method", method, "--dataset", "synthetic", "--bits", "16", "--trials", "3",
+           "--storage", str(tmp_path / "j.log")]
+    assert cli_main(cmd) == 2
+    assert f"method {method} declares no search space" in _one_line_error(capsys)
+    assert not (tmp_path / "j.log").exists()
+
+
+def test_journal_storage_refuses_non_journal_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a journal\n")
+    other_json = tmp_path / "data.jsonl"
+    other_json.write_text('{"a": 1}\n')
+    for path in (text, other_json):
+        with pytest.raises(UsageError, match="not an Optuna journal file"):
+            open_storage(str(path))
+        assert cli_main([*TUNE, "--storage", str(path)]) == 2
+        assert "not an Optuna journal file" in _one_line_error(capsys)
+        assert path.read_text() in ('hello, this is not a journal\n', '{"a": 1}\n')  # untouched
+    with pytest.raises(UsageError, match="is a folder"):
+        open_storage(str(tmp_path))
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    assert isinstance(open_storage(str(empty)), optuna.storages.JournalStorage)  # empty = new journal
+    # a real journal is accepted and read back; one corrupted after its first record is a one-line error
+    journal = tmp_path / "journal.log"
+    optuna.create_study(study_name="s", storage=open_storage(str(journal)))
+    assert optuna.get_all_study_names(open_storage(str(journal))) == ["s"]
+    with journal.open("a") as fh:
+        fh.write("garbage\n")
+    spec = TuneSpec(method="toy", dataset="synthetic", bits=16, n_trials=1, storage=str(journal), study_name="s2")
+    from benchmarks.tuning import create_or_load_study
+
+    with pytest.raises(UsageError, match="is not a readable Optuna journal"):
+        create_or_load_study(spec)
+
+
+def test_sql_storage_with_heartbeat_emits_no_future_warning(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=60)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+
+
+def test_negative_seeds_are_refused_up_front(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["time-fit", "--method", "cca-itq", "--dataset", "synthetic", "--seed", "-1"])
+    assert exc.value.code == 2 and "--seed" in _one_line_error(capsys)
+    with pytest.raises(SystemExit):
+        cli_main([*TUNE, "--seeds", "0", "-1"])
+    assert "--seeds" in _one_line_error(capsys)
+    with pytest.raises(UsageError, match="--seeds must be >= 0"):
+        TuneSpec(method="m", dataset="d", bits=16, n_trials=1, seeds=(0, -1)).validate()
+
+
+def test_time_fit_passes_label_scheme_and_documents_cache_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["time-fit", "--method", "cca-itq", "--dataset", "synthetic", "--label-scheme", "location",
+                     "--device", "cpu"])
+    assert code == 2 and "unknown label scheme 'location'" in _one_line_error(capsys)
+    from benchmarks.cli import build_parser
+
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["time-fit"].format_help().split())
+    assert "MEDHASH_CACHE_DIR or ~/.cache/medhash-bench/features" in help_text and "--dataset-seed" in help_text

@@ -117,8 +117,10 @@ def main(args: argparse.Namespace) -> int:
     from benchmarks.cli import UsageError
     from benchmarks.evaluation import MetricSpec, evaluate_hamming
 
-    if min(args.queries, args.database, args.labels, *args.bits) < 1:
-        raise UsageError("--queries, --database, --labels and --bits must be >= 1")
+    if min(args.queries, args.database, args.labels) < 1:
+        raise UsageError("--queries, --database and --labels must be >= 1")
+    if min(args.bits) < 8:
+        raise UsageError(f"--bits must all be >= 8, got {[b for b in args.bits if b < 8]}")
     rng = np.random.default_rng(args.seed)
     print(f"queries={args.queries} database={args.database} labels={args.labels} budget={args.memory_budget_mb} MiB")
     for bits in args.bits:

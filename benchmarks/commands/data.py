@@ -16,6 +16,9 @@ import argparse
 
 import numpy as np
 
+from benchmarks.cli import UsageError
+from benchmarks.commands.extract import loader_options, nonnegative_int
+
 NAME = "data"
 HELP = "fetch a dataset into the data root, or print its counts, splits, label statistics and skipped records"
 
@@ -44,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="loader option, repeatable (e.g. views=all, top_n=20)",
     )
-    info.add_argument("--seed", type=int, default=0, help="split seed for seeded splits (default: 0)")
+    info.add_argument("--seed", type=nonnegative_int, default=0, help="split seed for seeded splits (default: 0)")
     info.add_argument(
         "--check-images", action="store_true", help="require the images (default: count absent images only)"
     )
@@ -59,10 +62,17 @@ def main(args: argparse.Namespace) -> int:
     if args.data_action == "fetch":
         from datasets.fetch import fetch_dataset
 
-        for path in fetch_dataset(
-            args.name, root, connect_timeout=args.connect_timeout, keep_archive=args.keep_archive
-        ):
-            print(f"ready: {path}")
+        if root is not None and root.exists() and not root.is_dir():
+            raise UsageError(f"--data-root {root} is a file, not a folder; give the folder to download into")
+        try:
+            for path in fetch_dataset(
+                args.name, root, connect_timeout=args.connect_timeout, keep_archive=args.keep_archive
+            ):
+                print(f"ready: {path}")
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as err:
+            where = f" {err.filename}" if err.filename else ""
+            raise UsageError(f"cannot write{where} under data root {root}: {err.strerror or err} "
+                             "(a file stands where a folder is needed)") from None
         return 0
     return _info(args, root)
 
@@ -73,9 +83,7 @@ def _info(args: argparse.Namespace, root) -> int:
     from datasets import DATASETS
 
     loader = DATASETS.get(args.name)
-    from benchmarks.commands.run import parse_key_values
-
-    options: dict[str, str] = parse_key_values(args.dataset_option, "--dataset-option")
+    options: dict[str, str] = loader_options(args.dataset_option, seed_flag="--seed")
     if args.name in _METADATA_MODE and "require_images" not in options and not args.check_images:
         options["require_images"] = "false"
     ds = loader(root, label_scheme=args.label_scheme, seed=args.seed, **options)

@@ -78,6 +78,16 @@ def main(args: argparse.Namespace) -> int:
 
     if (args.method is None) != (args.dataset is None):
         raise UsageError("--method and --dataset go together (or use --random)")
+    bad_bits = [b for b in args.bits if b < 8]
+    if bad_bits:
+        raise UsageError(f"--bits must all be >= 8 (any K >= 8 works, e.g. 12 or 24), got {bad_bits}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    dataset_options = parse_key_values(args.dataset_option, "--dataset-option")
+    for key, what in (("label_scheme", "label scheme"), ("seed", "data seed (0)")):
+        if key in dataset_options:  # keywords of the loader itself, not options (efficiency has no flag for them)
+            raise UsageError(f"--dataset-option {key}=... is not a loader option; efficiency uses the dataset's "
+                             f"default {what}")
     out = Path(args.out)
     check_writable(out)
     spec = EfficiencySpec(
@@ -100,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
         encoder=args.encoder,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         device=resolve_device(args.device),
-        dataset_options=parse_key_values(args.dataset_option, "--dataset-option"),
+        dataset_options=dataset_options,
         params=parse_param_values(args.param),
         command="python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )

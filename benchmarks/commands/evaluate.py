@@ -41,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
     """Evaluate the file and print a table (or JSON)."""
     from benchmarks.evaluation import DEFAULT_P_AT_N, MetricSpec, evaluate_code_file
 
+    if args.shuffle_seed < 0:
+        raise UsageError(f"--shuffle-seed must be >= 0, got {args.shuffle_seed}")
     ties = ("index", "aware") if args.tie == "both" else (args.tie,)
     tasks = tuple(dict.fromkeys(args.tasks))
     try:

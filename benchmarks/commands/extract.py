@@ -6,6 +6,10 @@ Example::
 
 Prints the dataset size, feature dimensions, the time spent and the cache file. Running it again is a cache
 hit (nothing encoded); an interrupted run resumes from its finished shards.
+
+The text that is encoded is chosen by the loader's own options (e.g. ``--dataset-option append_findings=true``
+for medpix, ``--dataset-option text_field=impression`` for openi); the cache key records the loader's
+``info["text_field"]``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,44 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+#: Loader keywords that have their own flags (``--dataset-option KEY=...`` is refused for them).
+_RESERVED_LOADER_KEYS = ("label_scheme", "seed")
+
+
+def loader_options(items: list[str] | None, *, seed_flag: str = "--dataset-seed") -> dict[str, str]:
+    """Parse ``--dataset-option KEY=VALUE`` items, refusing the loader keywords that have their own flags.
+
+    Parameters
+    ----------
+    items : list of str or None
+        Raw ``KEY=VALUE`` strings.
+    seed_flag : str
+        The command's flag for the loader seed, named in the error message.
+
+    Raises
+    ------
+    UsageError
+        Malformed item, a key given twice, or ``label_scheme``/``seed`` (use ``--label-scheme`` / ``seed_flag``).
+    """
+    options = parse_key_values(items, "--dataset-option")
+    flags = {"label_scheme": "--label-scheme", "seed": seed_flag}
+    for key in _RESERVED_LOADER_KEYS:
+        if key in options:
+            raise UsageError(f"--dataset-option {key}=... is not a loader option; use {flags[key]} {options[key] or 'VALUE'}")
+    return options
+
+
+def nonnegative_int(text: str) -> int:
+    """``argparse`` type: an integer >= 0 (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the ``extract`` command."""
     parser.add_argument("--dataset", required=True, help="registered dataset name (e.g. medpix)")
@@ -48,13 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-root", default=None, help="folder holding the datasets (default: $MEDHASH_DATA_ROOT)")
     parser.add_argument("--cache-dir", default=None,
-                        help="feature cache folder (default: $MEDHASH_CACHE_DIR or ~/.cache/medhash-bench/features)")
+                        help="feature cache folder (else $MEDHASH_CACHE_DIR or ~/.cache/medhash-bench/features)")
     parser.add_argument("--batch-size", type=int, default=32, help="items per encoder call (default: 32)")
-    parser.add_argument("--text-field", default=None,
-                        help="name of the text the loader provides, recorded in the cache key "
-                             "(default: the loader's info['text_field'], else caption)")
+    parser.add_argument("--label-scheme", default=None, help="label scheme of the dataset loader (default: its default)")
+    parser.add_argument("--dataset-seed", type=nonnegative_int, default=0,
+                        help="seed of generated data / seeded splits (default: 0)")
     parser.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", default=[],
-                        help="loader option, repeatable (e.g. label_scheme=location)")
+                        help="loader option, repeatable; it also selects the text, e.g. append_findings=true "
+                             "(medpix) or text_field=impression (openi)")
     parser.add_argument("--encoder-option", action="append", metavar="KEY=VALUE", default=[],
                         help="encoder option, repeatable (e.g. path=DIR for biomedclip)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -68,11 +111,13 @@ def main(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    dataset_options = parse_key_values(args.dataset_option, "--dataset-option")
+    dataset_options = loader_options(args.dataset_option)
     encoder_options = parse_key_values(args.encoder_option, "--encoder-option")
     device = resolve_device(args.device)
     loader = DATASETS.get(args.dataset)
-    dataset = loader(resolve_data_root(args.data_root), **dataset_options)
+    dataset = loader(
+        resolve_data_root(args.data_root), label_scheme=args.label_scheme, seed=args.dataset_seed, **dataset_options
+    )
     start = time.perf_counter()
     result = extract_features(
         dataset,
@@ -81,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         device=device,
         batch_size=args.batch_size,
         progress=not args.no_progress,
-        text_field=args.text_field or dataset.info.get("text_field", "caption"),
+        text_field=None,  # the loader's info["text_field"]: text selection is a loader option
         encoder_options=encoder_options,
     )
     elapsed = time.perf_counter() - start

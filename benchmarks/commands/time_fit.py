@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from benchmarks.cli import UsageError, add_device_argument, resolve_device
+from benchmarks.commands.extract import loader_options, nonnegative_int
 
 NAME = "time-fit"
 HELP = "time one fit of a method on a dataset's features; print seconds, epochs and validation-split mAP"
@@ -29,12 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, help="registered method name (e.g. mcmfh, ucmfh, mcmfh-no-moe)")
     parser.add_argument("--dataset", required=True, help="registered dataset name (e.g. medpix, synthetic)")
     parser.add_argument("--bits", type=int, default=16, help="code length K >= 8 (default: 16)")
-    parser.add_argument("--seed", type=int, default=0, help="method seed (default: 0)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="method seed, >= 0 (default: 0)")
     parser.add_argument("--data-root", default=None, help="folder holding the datasets (default: $MEDHASH_DATA_ROOT)")
     parser.add_argument("--encoder", default="auto", help="feature encoder: auto, offline, biomedclip (default: auto)")
-    parser.add_argument("--cache-dir", default=None, help="feature cache folder (default: $MEDHASH_CACHE_DIR or ~/.cache)")
-    parser.add_argument("--label-scheme", default=None, help="label scheme of the dataset loader")
-    parser.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="loader option (repeatable)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="feature cache folder (else $MEDHASH_CACHE_DIR or ~/.cache/medhash-bench/features)")
+    parser.add_argument("--label-scheme", default=None, help="label scheme of the dataset loader (default: its default)")
+    parser.add_argument("--dataset-seed", type=nonnegative_int, default=0,
+                        help="seed of generated data / seeded splits (default: 0)")
+    parser.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
+                        help="loader option (repeatable), e.g. append_findings=true for medpix")
     parser.add_argument("--param", action="append", metavar="KEY=VALUE", help="method config override (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     add_device_argument(parser)
@@ -80,13 +85,16 @@ def main(args: argparse.Namespace) -> int:
     """Load features, fit once with a timer, print the figures; returns 0."""
     import torch
 
-    from benchmarks.commands.run import parse_key_values, parse_param_values
+    from benchmarks.commands.run import parse_param_values
     from datasets import DATASETS, feature_split, resolve_data_root
     from datasets.features import load_or_extract_features
     from methods import create_method
 
     if args.bits < 8:
         raise UsageError(f"--bits must be >= 8, got {args.bits}")
+    if args.seed < 0:  # also checked by the flag's type; callers may build the namespace themselves
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    dataset_options = loader_options(args.dataset_option)
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
@@ -96,7 +104,8 @@ def main(args: argparse.Namespace) -> int:
     dataset = DATASETS.get(args.dataset)(
         resolve_data_root(args.data_root),
         label_scheme=args.label_scheme,
-        **parse_key_values(args.dataset_option, "--dataset-option"),
+        seed=args.dataset_seed,
+        **dataset_options,
     )
     feats = load_or_extract_features(dataset, args.encoder, cache_dir=args.cache_dir, device=device, progress=False)
     train = feature_split(dataset, feats, "train")

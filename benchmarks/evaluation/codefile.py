@@ -12,6 +12,7 @@ Tasks: ``i2t`` = ``q_img`` against ``r_txt``; ``t2i`` = ``q_txt`` against ``r_im
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +54,23 @@ class CodeFile:
 
 
 def _read_raw(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of a ``.npz``/``.mat`` file; an unreadable or malformed file raises ``ValueError`` naming it."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not a readable .npz code file (not a zip archive as written by numpy.savez)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files"):  # a plain .npy saved under a .npz name
+                    raise ValueError("it holds a single array, not named arrays")
+                return {k: np.asarray(z[k]) for k in z.files}
+        except ValueError as err:
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if "pickle" in msg.lower():
+                msg = "it holds object (pickled) arrays, which are not loaded for safety; save numeric arrays"
+            raise ValueError(f"{path}: not a readable .npz code file ({msg})") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}: not a readable .npz code file ({type(err).__name__}: {err})") from None
     if suffix == ".mat":
         import scipy.io
 
@@ -64,6 +78,9 @@ def _read_raw(path: Path) -> dict[str, np.ndarray]:
             raw = scipy.io.loadmat(path)
         except NotImplementedError:
             raise ValueError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save with save(..., '-v7')") from None
+        except Exception as err:  # MatReadError, IndexError, ValueError, ...: scipy's errors on junk input vary
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{path}: not a readable MATLAB .mat code file ({msg})") from None
         return {k: np.asarray(v) for k, v in raw.items() if not k.startswith("__")}
     raise ValueError(f"{path}: unsupported code file type {suffix!r} (expected .mat or .npz)")
 
@@ -73,7 +90,7 @@ def _to_bits(name: str, arr: np.ndarray) -> np.ndarray:
         raise ValueError(f"key {name!r}: expected a non-empty 2-D (n, K) code matrix, got shape {arr.shape}")
     if arr.dtype == np.bool_:
         return arr
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):  # object, str, ...
         raise ValueError(f"key {name!r}: codes must be numeric, got dtype {arr.dtype} (shape {arr.shape})")
     if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
         raise ValueError(f"key {name!r}: codes contain NaN (shape {arr.shape})")
@@ -87,6 +104,8 @@ def _to_bits(name: str, arr: np.ndarray) -> np.ndarray:
 def _to_labels(name: str, arr: np.ndarray) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] == 0:
         raise ValueError(f"key {name!r}: expected a 2-D (n, L) multi-hot label matrix, got shape {arr.shape}")
+    if arr.dtype != np.bool_ and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"key {name!r}: labels must be numeric multi-hot 0/1, got dtype {arr.dtype} (shape {arr.shape})")
     if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
         raise ValueError(f"key {name!r}: labels contain NaN (shape {arr.shape})")
     if arr.dtype != np.bool_ and not np.isin(arr, (0, 1)).all():
@@ -112,11 +131,13 @@ def load_code_file(path: str | Path, tasks: tuple[str, ...] = ("i2t", "t2i")) ->
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        Unknown task; missing key (the message lists the keys found); codes that are not ±1/0-1 or hold NaN;
+        ``path`` is a folder or not a readable ``.mat``/``.npz`` file (object arrays included); unknown task; missing key (the message lists the keys found); codes that are not ±1/0-1 or hold NaN;
         code/label row counts that differ; code lengths that differ; label matrices of different widths.
         Every message names the key(s) and shape(s).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"code file {path} is a folder; give a .mat or .npz file")
     if not path.is_file():
         raise FileNotFoundError(f"code file {path} does not exist")
     unknown = [t for t in tasks if t not in TASKS]

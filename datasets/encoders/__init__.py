@@ -8,7 +8,7 @@ takes ``device=`` plus string options) in :data:`ENCODERS`. The pseudo-name ``au
 from __future__ import annotations
 
 from datasets.encoders.base import Encoder, EncoderError, load_rgb
-from datasets.registry import Registry
+from datasets.registry import Registry, RegistryError
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
 
@@ -19,6 +19,9 @@ ENCODERS.add("biomedclip", BiomedCLIPEncoder)
 ENCODERS.add("offline", OfflineEncoder)
 
 AUTO = "auto"
+
+#: Pseudo-name for features shipped with a dataset (handled by :mod:`datasets.features`, not an encoder).
+PRECOMPUTED = "precomputed"
 
 
 def resolve_encoder_name(name: str, **options: str) -> str:
@@ -35,11 +38,17 @@ def resolve_encoder_name(name: str, **options: str) -> str:
     Raises
     ------
     RegistryError
-        If ``name`` is neither ``auto`` nor registered (the message lists the valid names).
+        If ``name`` is neither ``auto`` nor registered (the message lists the valid names, including the
+        pseudo-names ``auto`` and ``precomputed``).
     """
     if name == AUTO:
         return "biomedclip" if biomedclip_available(options.get("path")) else "offline"
-    ENCODERS.get(name)
+    if name not in ENCODERS.names():
+        valid = ", ".join([AUTO, *ENCODERS.names(), PRECOMPUTED])
+        raise RegistryError(
+            f"unknown encoder {name!r}; valid encoders: {valid} (auto = biomedclip when its weights are local, "
+            f"else offline; {PRECOMPUTED} = features shipped with the dataset)"
+        )
     return name
 
 
