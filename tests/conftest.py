@@ -44,3 +44,26 @@ def _torch_threads():
     except ImportError:
         pass
     yield
+
+
+@pytest.fixture(scope="session")
+def cross_modal_map():
+    """``f(method_name, bits, seed=0) -> float``: mean of i2t and t2i tie-aware mAP@all of a method fitted on the
+    default synthetic dataset (query split against the database split, unimodal encodes)."""
+    from benchmarks.evaluation import MetricSpec, evaluate_hamming
+    from datasets import DATASETS, Features, feature_split
+    from methods import create_method
+
+    ds = DATASETS.get("synthetic")(None, seed=0)
+    feats = Features(ds.image_features, ds.text_features, "precomputed")
+    train, val, query, db = (feature_split(ds, feats, s) for s in ("train", "validation", "query", "database"))
+
+    def score(name: str, bits: int, seed: int = 0) -> float:
+        m = create_method(name).fit(train, val, bits, seed)
+        q, d = m.encode(query.image, query.text), m.encode(db.image, db.text)
+        spec = MetricSpec.map_only()
+        i2t = evaluate_hamming(q.image, d.text, query.labels, db.labels, tie="aware", metrics=spec).get("map")
+        t2i = evaluate_hamming(q.text, d.image, query.labels, db.labels, tie="aware", metrics=spec).get("map")
+        return 0.5 * (i2t + t2i)
+
+    return score

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from methods import create_method
 from methods.ddbh import DDBHLoss, boundary_preserving_loss, neighbour_quantization_loss
 from methods.supervised import label_similarity
 
@@ -151,23 +150,7 @@ def test_total_loss_is_the_weighted_sum():
 
 
 # ---- learning on the synthetic dataset -------------------------------------------------------------------
-def test_ddbh_learns_on_synthetic_beyond_random_and_cca_itq():
-    from benchmarks.evaluation import MetricSpec, evaluate_hamming
-    from datasets import DATASETS, feature_split
-    from datasets.base import Features
-
-    ds = DATASETS.get("synthetic")(None, seed=0)
-    feats = Features(ds.image_features, ds.text_features, "precomputed")
-    train, val, query, db = (feature_split(ds, feats, s) for s in ("train", "validation", "query", "database"))
-
-    def cross_map(name: str) -> float:
-        m = create_method(name).fit(train, val, 32, 0)
-        q, d = m.encode(query.image, query.text), m.encode(db.image, db.text)
-        spec = MetricSpec.map_only()
-        i2t = evaluate_hamming(q.image, d.text, query.labels, db.labels, tie="aware", metrics=spec).get("map")
-        t2i = evaluate_hamming(q.text, d.image, query.labels, db.labels, tie="aware", metrics=spec).get("map")
-        return 0.5 * (i2t + t2i)
-
-    ddbh, cca, rnd = cross_map("ddbh"), cross_map("cca-itq"), cross_map("random")
+def test_ddbh_learns_on_synthetic_beyond_random_and_cca_itq(cross_modal_map):
+    ddbh, cca, rnd = (cross_modal_map(m, 32) for m in ("ddbh", "cca-itq", "random"))
     assert ddbh > rnd + 0.3, (ddbh, rnd)
     assert ddbh > cca + 0.1, (ddbh, cca)

@@ -307,21 +307,7 @@ def test_warmup_cosine_schedule():
 
 
 # ---- learning on the synthetic dataset -------------------------------------------------------------------
-def test_dscph_learns_on_synthetic_beyond_random_and_cca_itq():
-    from benchmarks.evaluation import MetricSpec, evaluate_hamming
-
-    ds = DATASETS.get("synthetic")(None, seed=0)
-    feats = Features(ds.image_features, ds.text_features, "precomputed")
-    train, val, query, db = (feature_split(ds, feats, s) for s in ("train", "validation", "query", "database"))
-
-    def cross_map(name: str) -> float:
-        m = create_method(name).fit(train, val, 16, 0)
-        q, d = m.encode(query.image, query.text), m.encode(db.image, db.text)
-        spec = MetricSpec.map_only()
-        i2t = evaluate_hamming(q.image, d.text, query.labels, db.labels, tie="aware", metrics=spec).get("map")
-        t2i = evaluate_hamming(q.text, d.image, query.labels, db.labels, tie="aware", metrics=spec).get("map")
-        return 0.5 * (i2t + t2i)
-
-    dscph, cca, rnd = cross_map("dscph"), cross_map("cca-itq"), cross_map("random")
+def test_dscph_learns_on_synthetic_beyond_random_and_cca_itq(cross_modal_map):
+    dscph, cca, rnd = (cross_modal_map(m, 16) for m in ("dscph", "cca-itq", "random"))
     assert dscph > rnd + 0.3, (dscph, rnd)
     assert dscph > cca + 0.08, (dscph, cca)
