@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from benchmarks.cli import UsageError
-from benchmarks.commands.extract import loader_options, nonnegative_int
+from benchmarks.commands._args import loader_options, nonnegative_int
 
 NAME = "data"
 HELP = "fetch a dataset into the data root, or print its counts, splits, label statistics and skipped records"

@@ -72,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmarks.commands.run import check_writable, parse_key_values, parse_param_values
+    from benchmarks.commands._args import parse_key_values
+    from benchmarks.commands.run import check_writable, parse_param_values
     from benchmarks.efficiency import EfficiencySpec, format_ratio_table, format_targets, run_efficiency
     from datasets import resolve_data_root
 

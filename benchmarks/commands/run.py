@@ -10,35 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cli import UsageError, add_device_argument, resolve_device
+from benchmarks.commands._args import loader_options, parse_key_values
 
 NAME = "run"
 HELP = "train and evaluate methods × datasets × bits × seeds; write result rows and print a summary table"
-
-
-def parse_key_values(items: list[str] | None, flag: str) -> dict[str, str]:
-    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}``; a malformed item raises :class:`UsageError`."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def parse_dataset_options(items: list[str] | None) -> dict[str, str]:
-    """``--dataset-option`` values; ``label_scheme`` and ``seed`` have flags of their own.
-
-    Raises
-    ------
-    UsageError
-        For a malformed item or a reserved key (naming the flag to use instead).
-    """
-    options = parse_key_values(items, "--dataset-option")
-    for key, flag in (("label_scheme", "--label-scheme"), ("seed", "--dataset-seed")):
-        if key in options:
-            raise UsageError(f"--dataset-option {key}=... is not a loader option; use {flag}")
-    return options
 
 
 def parse_param_values(items: list[str] | None) -> dict[str, Any]:
@@ -144,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         protocols=args.protocols, tasks=args.tasks, out=out, data_root=resolve_data_root(args.data_root),
         encoder=args.encoder, encoder_options=parse_key_values(args.encoder_option, "--encoder-option"),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        device=resolve_device(args.device), dataset_options=parse_dataset_options(args.dataset_option),
+        device=resolve_device(args.device), dataset_options=loader_options(args.dataset_option),
         label_scheme=args.label_scheme, dataset_seed=args.dataset_seed,
         params=params_per_method(methods, params), force=args.force, progress=not args.no_progress,
     )

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from benchmarks.cli import UsageError, add_device_argument, resolve_device
-from benchmarks.commands.extract import loader_options, nonnegative_int
+from benchmarks.commands._args import loader_options, nonnegative_int
 
 NAME = "time-fit"
 HELP = "time one fit of a method on a dataset's features; print seconds, epochs and validation-split mAP"

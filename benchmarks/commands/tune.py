@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.cli import UsageError, add_device_argument, resolve_device
-from benchmarks.commands.extract import loader_options, nonnegative_int
+from benchmarks.commands._args import loader_options, nonnegative_int
 
 NAME = "tune"
 HELP = "tune a method's hyper-parameters with Optuna on the validation split (journal file or SQL storage)"
