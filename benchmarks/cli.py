@@ -20,8 +20,8 @@ class UsageError(Exception):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from datasets.base import DatasetError
-    from datasets.registry import RegistryError
+    from medhash_datasets.base import DatasetError
+    from medhash_datasets.registry import RegistryError
     from methods.base import ConfigError
 
     return (UsageError, RegistryError, DatasetError, ConfigError, FileNotFoundError, PermissionError)

@@ -565,7 +565,7 @@ def trained_code_sets(spec: EfficiencySpec, echo: Callable[[str], None]) -> tupl
         If the method is not a hashing method (its ``binary`` flag is false).
     """
     from benchmarks.runner import prepare_features
-    from datasets.base import feature_split
+    from medhash_datasets.base import feature_split
     from methods import METHODS, create_method, method_config
 
     assert spec.method is not None and spec.dataset is not None
@@ -1024,7 +1024,7 @@ def format_targets(targets: Sequence[dict[str, Any]]) -> str:
 
 
 def _write_tables(out_dir: Path, spec: EfficiencySpec, table, targets: Sequence[dict[str, Any]]) -> None:
-    from datasets.cache_io import atomic_write_text
+    from medhash_datasets.cache_io import atomic_write_text
 
     if table is not None and len(table):
         atomic_write_text(out_dir / "ratios.csv", table.to_csv(index=False))

@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datasets.registry import Registry, RegistryError
+from medhash_datasets.registry import Registry, RegistryError
 
 #: Distance returned in a missing result slot of a binary engine (faiss uses the same value).
 MISSING_HAMMING = int(np.iinfo(np.int32).max)

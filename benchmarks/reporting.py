@@ -886,7 +886,7 @@ def build_report(
         a request cannot be answered (:func:`build_tables`), or no table can be built.
     """
     from benchmarks.results import load_rows
-    from datasets.cache_io import atomic_write_text
+    from medhash_datasets.cache_io import atomic_write_text
 
     out = Path(out)
     blocker = next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from datasets.cache_io import atomic_write_text
+from medhash_datasets.cache_io import atomic_write_text
 
 #: Fields every row carries (evaluation spec, "Result rows"). ``k`` is ``None`` for metrics without a cut-off;
 #: for curves (``p@n``, ``pr_radius_precision``, ``pr_radius_recall``) there is one row per point with the

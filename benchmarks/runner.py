@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.results import cell_path, config_hash, git_commit, package_versions, write_cell
-from datasets import DATASETS
-from datasets.base import Features, FeatureSplit, PairedDataset, feature_split
+from medhash_datasets import DATASETS
+from medhash_datasets.base import Features, FeatureSplit, PairedDataset, feature_split
 from methods import METHODS, HashingMethod, create_method, method_config
 
 PROTOCOLS = ("unimodal", "paired")
@@ -73,7 +73,7 @@ def prepare_features(
     DatasetError
         Missing data, bad options, or an encoder that cannot be loaded (with how to fix it).
     """
-    from datasets.features import load_or_extract_features
+    from medhash_datasets.features import load_or_extract_features
 
     loader = DATASETS.get(dataset_name)
     dataset = loader(data_root, label_scheme=label_scheme, seed=dataset_seed, **(dataset_options or {}))
@@ -377,7 +377,7 @@ def run(spec: RunSpec, *, echo: Callable[[str], None] = print) -> list[CellOutco
     """
     from tqdm import tqdm
 
-    from datasets.cache_io import atomic_write_json
+    from medhash_datasets.cache_io import atomic_write_json
 
     for m in spec.methods:  # validate every method config up front
         method_config(m, spec.params.get(m))

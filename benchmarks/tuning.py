@@ -346,7 +346,7 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
         ``objective(trial) -> float``, the mean validation mAP over ``spec.seeds`` (pruned between seeds).
     """
     from benchmarks.runner import prepare_features, validation_score
-    from datasets.base import feature_split
+    from medhash_datasets.base import feature_split
     from methods import METHODS, create_method
 
     dataset, features = prepare_features(

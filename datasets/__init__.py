@@ -3,13 +3,13 @@
 Loaders register in :data:`DATASETS` as ``loader(data_root: Path | None, **options) -> PairedDataset``.
 """
 
-from datasets.base import DatasetError, Features, FeatureSplit, PairedDataset, feature_split, resolve_data_root
-from datasets.registry import Registry, RegistryError
+from medhash_datasets.base import DatasetError, Features, FeatureSplit, PairedDataset, feature_split, resolve_data_root
+from medhash_datasets.registry import Registry, RegistryError
 
 DATASETS: Registry = Registry("dataset")
 
 # Importing the modules registers the loaders.
-from datasets import medpix, mirflickr, openi, roco, synthetic  # noqa: E402,F401
+from medhash_datasets import medpix, mirflickr, openi, roco, synthetic  # noqa: E402,F401
 
 __all__ = [
     "DATASETS",

@@ -5,7 +5,7 @@ Layout under the cache folder (``cache_dir`` argument, else ``$MEDHASH_CACHE_DIR
 
 ``STEM.npz``
     ``image`` (N, d_img) float32, ``text`` (N, d_txt) float32, ``meta`` (0-d str, the JSON below). Written
-    atomically (:func:`datasets.cache_io.atomic_save_npz`), so it is either complete or absent.
+    atomically (:func:`medhash_datasets.cache_io.atomic_save_npz`), so it is either complete or absent.
 ``STEM.json``
     The same metadata, human-readable: encoder, weights id, preprocessing id, text field, dims, n,
     ``created`` (UTC ISO time), ``timings`` (seconds spent encoding images and texts, summed over shards,
@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.base import DatasetError, Features, PairedDataset
-from datasets.cache_io import atomic_save_npz, atomic_write_json
-from datasets.encoders import Encoder, EncoderError, create_encoder, resolve_encoder_name
+from medhash_datasets.base import DatasetError, Features, PairedDataset
+from medhash_datasets.cache_io import atomic_save_npz, atomic_write_json
+from medhash_datasets.encoders import Encoder, EncoderError, create_encoder, resolve_encoder_name
 
 CACHE_ENV = "MEDHASH_CACHE_DIR"
 DEFAULT_SHARD_SIZE = 256
@@ -291,7 +291,7 @@ def extract_features(
         text is chosen by the loader's own options (e.g. medpix ``append_findings=true``, openi
         ``text_field=impression``); a value different from the loader's recorded field is an error.
     encoder_options : mapping, optional
-        Options for :func:`datasets.encoders.create_encoder` (e.g. ``{"path": DIR}`` for ``biomedclip``).
+        Options for :func:`medhash_datasets.encoders.create_encoder` (e.g. ``{"path": DIR}`` for ``biomedclip``).
     shard_size : int
         Items per resumable shard (>= 1).
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from datasets.base import DatasetError
-from datasets.cache_io import atomic_write_json
+from medhash_datasets.base import DatasetError
+from medhash_datasets.cache_io import atomic_write_json
 
 
 class FetchError(DatasetError):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import DatasetError
+from medhash_datasets.base import DatasetError
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})

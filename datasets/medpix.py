@@ -14,7 +14,7 @@ An item is one image with its own caption (``Description.Caption``). Splits are 
 train = ``descriptions_train.jsonl`` (1,653), validation = ``descriptions_dev.jsonl`` (197),
 query = ``descriptions_test.jsonl`` (200), database = train + validation (``db_includes_train=True``).
 
-Option parsing, label and image-check helpers live in :mod:`datasets.loading` (shared by every real loader).
+Option parsing, label and image-check helpers live in :mod:`medhash_datasets.loading` (shared by every real loader).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from datasets import DATASETS
-from datasets.base import DatasetError, PairedDataset, require_dir
-from datasets.loading import (
+from medhash_datasets import DATASETS
+from medhash_datasets.base import DatasetError, PairedDataset, require_dir
+from medhash_datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
     SkipCounter,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets import DATASETS
-from datasets.base import DatasetError, PairedDataset, require_dir
-from datasets.loading import OptionSpec, SkipCounter, parse_options
+from medhash_datasets import DATASETS
+from medhash_datasets.base import DatasetError, PairedDataset, require_dir
+from medhash_datasets.loading import OptionSpec, SkipCounter, parse_options
 
 MIRFLICKR_SUBDIR = "mirflickr25k"
 MIRFLICKR_HOW_TO_GET = (

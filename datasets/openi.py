@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets import DATASETS
-from datasets.base import DatasetError, PairedDataset
-from datasets.loading import (
+from medhash_datasets import DATASETS
+from medhash_datasets.base import DatasetError, PairedDataset
+from medhash_datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
     SkipCounter,

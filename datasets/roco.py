@@ -21,9 +21,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from datasets import DATASETS
-from datasets.base import DatasetError, PairedDataset, require_dir
-from datasets.loading import (
+from medhash_datasets import DATASETS
+from medhash_datasets.base import DatasetError, PairedDataset, require_dir
+from medhash_datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
     SkipCounter,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasets.registry import Registry, RegistryError
+from medhash_datasets.registry import Registry, RegistryError
 from methods.base import ConfigError, EncodedBatch, HashingMethod, MethodConfig
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from datasets.base import FeatureSplit
+from medhash_datasets.base import FeatureSplit
 
 
 class ConfigError(ValueError):
@@ -207,7 +207,7 @@ class HashingMethod(ABC):
         """Write the fitted model (class, config, bits, seed, state) atomically to ``path`` (torch format)."""
         import torch
 
-        from datasets.cache_io import atomic_write_bytes
+        from medhash_datasets.cache_io import atomic_write_bytes
 
         payload = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",

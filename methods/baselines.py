@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import FeatureSplit
+from medhash_datasets.base import FeatureSplit
 from methods import register_method
 from methods.base import ConfigError, EncodedBatch, HashingMethod, MethodConfig, check_bits, check_range
 

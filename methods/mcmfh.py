@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datasets.base import FeatureSplit
+from medhash_datasets.base import FeatureSplit
 from methods import register_method, register_variant
 from methods.base import ConfigError, MethodConfig, check_range
 from methods.nn import make_generator

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from datasets.base import FeatureSplit
+from medhash_datasets.base import FeatureSplit
 from methods.base import ConfigError, EncodedBatch, HashingMethod, MethodConfig, check_bits, check_range
 from methods.nn import EarlyStopping, InputAdapter, as_tensor, make_generator, seeded, state_to_cpu
 

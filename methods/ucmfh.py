@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datasets.base import FeatureSplit
+from medhash_datasets.base import FeatureSplit
 from methods import register_method
 from methods.base import ConfigError, EncodedBatch, HashingMethod, MethodConfig, check_bits, check_range
 from methods.nn import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets import DATASETS, Features, feature_split
+from medhash_datasets import DATASETS, Features, feature_split
 from methods import create_method
 from methods.baselines import fit_cca, itq_rotation
 

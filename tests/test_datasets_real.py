@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets import DATASETS, DatasetError
-from datasets.loading import check_image, parse_options, top_n_vocabulary
-from datasets.mirflickr import MIRFLICKR_LABELS, read_mat_array
-from datasets.openi import normalise_heading, parse_openi_xml
+from medhash_datasets import DATASETS, DatasetError
+from medhash_datasets.loading import check_image, parse_options, top_n_vocabulary
+from medhash_datasets.mirflickr import MIRFLICKR_LABELS, read_mat_array
+from medhash_datasets.openi import normalise_heading, parse_openi_xml
 from tests.conftest import require_dataset
 
 realdata = pytest.mark.realdata
@@ -38,7 +38,7 @@ def _png(path: Path, value: int = 128, size: tuple[int, int] = (8, 6), mode: str
 
 
 def test_parse_options_kinds_and_errors():
-    from datasets.loading import OptionSpec
+    from medhash_datasets.loading import OptionSpec
 
     spec = {
         "flag": OptionSpec("bool", False),

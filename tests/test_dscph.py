@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import methods.dscph as dscph_mod
-from datasets import DATASETS, feature_split
-from datasets.base import Features, FeatureSplit
+from medhash_datasets import DATASETS, feature_split
+from medhash_datasets.base import Features, FeatureSplit
 from methods import METHODS, ConfigError, create_method
 from methods.dscph import (
     DScPHConfig,

@@ -14,16 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.encoders import ENCODERS, EncoderError, create_encoder, resolve_encoder_name
-from datasets.encoders import biomedclip as bmc
-from datasets.encoders.offline import (
+from medhash_datasets.encoders import ENCODERS, EncoderError, create_encoder, resolve_encoder_name
+from medhash_datasets.encoders import biomedclip as bmc
+from medhash_datasets.encoders.offline import (
     N_CHECKPOINT_TENSORS,
     OfflineEncoder,
     lite0_transform,
     load_efficientnet_lite0,
     map_lite0_state_dict,
 )
-from datasets.registry import RegistryError
+from medhash_datasets.registry import RegistryError
 
 BIOMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]

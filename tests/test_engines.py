@@ -39,7 +39,7 @@ from benchmarks.engines import (
     topk_from_hamming,
 )
 from benchmarks.results import ROW_FIELDS
-from datasets.registry import RegistryError
+from medhash_datasets.registry import RegistryError
 
 BINARY_EXACT = ("popcount", "BFlat")
 FLOAT_EXACT = ("numpy-ip", "FlatIP")

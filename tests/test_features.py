@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from benchmarks import cli
-from datasets import DATASETS, DatasetError, PairedDataset
-from datasets.encoders import ENCODERS, EncoderError
-from datasets.encoders import biomedclip as bmc
-from datasets.encoders.base import Encoder, load_rgb
-from datasets.features import (
+from medhash_datasets import DATASETS, DatasetError, PairedDataset
+from medhash_datasets.encoders import ENCODERS, EncoderError
+from medhash_datasets.encoders import biomedclip as bmc
+from medhash_datasets.encoders.base import Encoder, load_rgb
+from medhash_datasets.features import (
     CachedFeatures,
     default_cache_dir,
     extract_features,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets.fetch import ARCHIVES, NO_ARCHIVE, Archive, FetchError, download, fetch_dataset, unpack
+from medhash_datasets.fetch import ARCHIVES, NO_ARCHIVE, Archive, FetchError, download, fetch_dataset, unpack
 
 
 class _Server:
@@ -293,7 +293,7 @@ def test_data_info_command_on_real_text_only_roco(data_root, capsys):
 
     if not (data_root / "roco").is_dir():
         pytest.skip(f"dataset folder {data_root / 'roco'} absent")
-    from datasets import DATASETS
+    from medhash_datasets import DATASETS
 
     ds = DATASETS.get("roco")(data_root, label_scheme="cuis", require_images="false")
     assert main(["data", "info", "roco", "--data-root", str(data_root), "--label-scheme", "cuis", "--top", "3"]) == 0

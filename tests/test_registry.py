@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datasets.registry import Registry, RegistryError
+from medhash_datasets.registry import Registry, RegistryError
 
 
 def test_register_get_and_list_with_wildcards():
@@ -43,7 +43,7 @@ def test_unknown_name_lists_valid_ones():
 
 
 def test_project_registries_hold_the_baselines_and_synthetic():
-    from datasets import DATASETS
+    from medhash_datasets import DATASETS
     from methods import METHODS
 
     assert {"random", "cca-itq", "real-valued"} <= set(METHODS.names())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets import DATASETS, DatasetError
+from medhash_datasets import DATASETS, DatasetError
 
 
 def load(**kw):

@@ -279,7 +279,7 @@ def test_validation_objective_scores_the_validation_split(tmp_path: Path) -> Non
     summary = run_study(spec)
     assert summary.n_complete == 2
     dataset, features = runner.prepare_features("synthetic", data_root=None, dataset_options=opts, progress=False)
-    from datasets.base import feature_split
+    from medhash_datasets.base import feature_split
 
     train, val = feature_split(dataset, features, "train"), feature_split(dataset, features, "validation")
     expected = []

@@ -56,11 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``data fetch`` or ``data info``; returns the exit code."""
-    from datasets.base import resolve_data_root
+    from medhash_datasets.base import resolve_data_root
 
     root = resolve_data_root(args.data_root)
     if args.data_action == "fetch":
-        from datasets.fetch import fetch_dataset
+        from medhash_datasets.fetch import fetch_dataset
 
         if root is not None and root.exists() and not root.is_dir():
             raise UsageError(f"--data-root {root} is a file, not a folder; give the folder to download into")
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace, root) -> int:
     from tabulate import tabulate
 
-    from datasets import DATASETS
+    from medhash_datasets import DATASETS
 
     loader = DATASETS.get(args.name)
     options: dict[str, str] = loader_options(args.dataset_option, seed_flag="--seed")

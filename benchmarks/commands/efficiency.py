@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     from benchmarks.commands._args import parse_key_values
     from benchmarks.commands.run import check_writable, parse_param_values
     from benchmarks.efficiency import EfficiencySpec, format_ratio_table, format_targets, run_efficiency
-    from datasets import resolve_data_root
+    from medhash_datasets import resolve_data_root
 
     if (args.method is None) != (args.dataset is None):
         raise UsageError("--method and --dataset go together (or use --random)")

@@ -89,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from benchmarks.results import iter_rows
     from benchmarks.runner import RunSpec, run, summary_tables
-    from datasets import DATASETS, resolve_data_root
+    from medhash_datasets import DATASETS, resolve_data_root
     from methods import METHODS
 
     if not args.bits:

@@ -86,8 +86,8 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from benchmarks.commands.run import parse_param_values
-    from datasets import DATASETS, feature_split, resolve_data_root
-    from datasets.features import load_or_extract_features
+    from medhash_datasets import DATASETS, feature_split, resolve_data_root
+    from medhash_datasets.features import load_or_extract_features
     from methods import create_method
 
     if args.bits < 8:

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the sweep and print the best trial."""
     from benchmarks.tuning import TuneSpec, run_study
-    from datasets.base import resolve_data_root
+    from medhash_datasets.base import resolve_data_root
     from methods import METHODS
 
     METHODS.get(args.method)  # unknown name → one-line error listing valid names

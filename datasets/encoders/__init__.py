@@ -1,32 +1,32 @@
 """Registered frozen encoders (``biomedclip``, ``offline``) and :func:`create_encoder`.
 
-An encoder registers its class (a subclass of :class:`~datasets.encoders.base.Encoder` whose constructor
+An encoder registers its class (a subclass of :class:`~medhash_datasets.encoders.base.Encoder` whose constructor
 takes ``device=`` plus string options) in :data:`ENCODERS`. The pseudo-name ``auto`` resolves to
 ``biomedclip`` when its weights are available locally, else ``offline`` (:func:`resolve_encoder_name`).
 """
 
 from __future__ import annotations
 
-from datasets.encoders.base import Encoder, EncoderError, load_rgb
-from datasets.registry import Registry, RegistryError
+from medhash_datasets.encoders.base import Encoder, EncoderError, load_rgb
+from medhash_datasets.registry import Registry, RegistryError
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
 
-from datasets.encoders.biomedclip import BiomedCLIPEncoder, biomedclip_available  # noqa: E402
-from datasets.encoders.offline import OfflineEncoder  # noqa: E402
+from medhash_datasets.encoders.biomedclip import BiomedCLIPEncoder, biomedclip_available  # noqa: E402
+from medhash_datasets.encoders.offline import OfflineEncoder  # noqa: E402
 
 ENCODERS.add("biomedclip", BiomedCLIPEncoder)
 ENCODERS.add("offline", OfflineEncoder)
 
 AUTO = "auto"
 
-#: Pseudo-name for features shipped with a dataset (handled by :mod:`datasets.features`, not an encoder).
+#: Pseudo-name for features shipped with a dataset (handled by :mod:`medhash_datasets.features`, not an encoder).
 PRECOMPUTED = "precomputed"
 
 
 def resolve_encoder_name(name: str, **options: str) -> str:
     """Map ``auto`` to ``biomedclip`` (weights available locally, see
-    :func:`~datasets.encoders.biomedclip.biomedclip_available`) or ``offline``; other names pass through.
+    :func:`~medhash_datasets.encoders.biomedclip.biomedclip_available`) or ``offline``; other names pass through.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """The frozen-encoder interface shared by ``biomedclip``, ``offline`` and any test encoder.
 
 An encoder turns image files and caption strings into fixed-length float32 vectors. It never trains; the
-feature cache (:mod:`datasets.features`) keys its files on ``name``, ``weights_id`` and ``preprocess_id``,
+feature cache (:mod:`medhash_datasets.features`) keys its files on ``name``, ``weights_id`` and ``preprocess_id``,
 so those three strings must change whenever the numbers an encoder produces could change.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.base import DatasetError
+from medhash_datasets.base import DatasetError
 
 
 class EncoderError(DatasetError):
     """An encoder cannot be built or run (missing weights, unreadable image, bad option).
 
-    A subclass of :class:`~datasets.base.DatasetError`, so the command line prints it as one line (exit 2).
+    A subclass of :class:`~medhash_datasets.base.DatasetError`, so the command line prints it as one line (exit 2).
     """
 
 

@@ -15,7 +15,7 @@ Where the weights come from, in order:
 2. the Hugging Face cache, if the hub repository was downloaded there before;
 3. the hub itself, only when ``HF_HUB_OFFLINE`` is unset and ``huggingface.co`` answers within 3 s.
 
-Anything else raises :class:`~datasets.encoders.base.EncoderError` saying how to supply the folder; nothing
+Anything else raises :class:`~medhash_datasets.encoders.base.EncoderError` saying how to supply the folder; nothing
 waits on an unreachable hub.
 
 The text tower's BERT configuration is named in ``open_clip_config.json`` (``text_cfg.hf_model_name``,
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.encoders.base import Encoder, EncoderError, batches, check_batch_size, load_rgb, sha256_file
+from medhash_datasets.encoders.base import Encoder, EncoderError, batches, check_batch_size, load_rgb, sha256_file
 
 HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 ENV_DIR = "MEDHASH_BIOMEDCLIP_DIR"

