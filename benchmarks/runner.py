@@ -168,8 +168,8 @@ def time_search(queries: np.ndarray, database: np.ndarray, *, binary: bool, k: i
     queries : (nq, K) relaxed codes if ``binary`` else (nq, d) float features.
     database : (nd, K) relaxed codes or (nd, d) float features.
     """
-    from benchmarks.engines import create_engine
     from benchmarks.evaluation import binarize, pack_bits
+    from benchmarks.search.registry import create_engine
 
     if binary:
         engine = create_engine("popcount", threads=1)
@@ -313,7 +313,7 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
     q_img = encode_split(method, query, "unimodal")["image"]
     db_txt = encode_split(method, db, "unimodal")["text"]
     feat_dim = int(query.image.shape[1])
-    from benchmarks.efficiency import ThreadSettings
+    from benchmarks.threads import ThreadSettings
 
     with ThreadSettings(1):
         search_ms = time_search(q_img, db_txt, binary=method.binary)

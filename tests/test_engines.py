@@ -1,4 +1,4 @@
-"""Search engines (``benchmarks.engines``) and the efficiency measurement (``benchmarks.efficiency``).
+"""Search engines (``benchmarks.search``) and the efficiency measurement (``benchmarks.search.study``).
 
 Exact engines are checked against an independent brute force (unpacked ±1 codes, Hamming = (K - a·b)/2,
 ranking by a full stable sort on (distance, id)); tie order by id on hand-made examples; approximate engines
@@ -13,32 +13,15 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.efficiency import (
-    Contender,
-    EfficiencySpec,
-    bit_frequencies,
-    draw_codes,
-    extend_codes,
-    extend_features,
-    hamming_to,
-    pack_codes,
-    ratio_table,
-    recall_at_k,
-    run_efficiency,
-    target_checks,
-    time_engine,
-    time_engines,
-)
-from benchmarks.engines import (
-    ENGINES,
-    MISSING_HAMMING,
-    FaissMultiHashEngine,
-    PopcountEngine,
-    create_engine,
-    sort_rows_by_distance_then_id,
-    topk_from_hamming,
-)
 from benchmarks.results import ROW_FIELDS
+from benchmarks.search.base import MISSING_HAMMING, sort_rows_by_distance_then_id
+from benchmarks.search.faiss_binary import FaissMultiHashEngine
+from benchmarks.search.popcount import PopcountEngine, topk_from_hamming
+from benchmarks.search.registry import ENGINES, create_engine
+from benchmarks.search.study import EfficiencySpec, run_efficiency
+from benchmarks.search.summary import ratio_table, target_checks
+from benchmarks.search.timing import Contender, hamming_to, recall_at_k, time_engine, time_engines
+from benchmarks.search.workload import bit_frequencies, draw_codes, extend_codes, extend_features, pack_codes
 from medhash_datasets.registry import RegistryError
 
 BINARY_EXACT = ("popcount", "BFlat")
@@ -480,7 +463,7 @@ def test_cli_efficiency(tmp_path, capsys) -> None:
 
 
 def test_every_registered_engine_has_a_one_line_description() -> None:
-    from benchmarks.engines import ENGINE_DESCRIPTIONS
+    from benchmarks.search.registry import ENGINE_DESCRIPTIONS
 
     assert set(ENGINE_DESCRIPTIONS) == set(ENGINES.names())
     for name in ENGINES.names():

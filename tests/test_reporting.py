@@ -15,19 +15,11 @@ import pytest
 from scipy import stats
 
 from benchmarks.cli import main as cli_main
-from benchmarks.figures import latency_styles, plot_latency_vs_db_size
-from benchmarks.reporting import (
-    ReportError,
-    Stat,
-    ablation_table,
-    efficiency_table,
-    engine_table,
-    holm,
-    latex_escape,
-    main_table,
-    paired_test,
-    significance_table,
-)
+from benchmarks.report.figures import latency_styles, plot_latency_vs_db_size
+from benchmarks.report.rows import ReportError
+from benchmarks.report.significance import holm, paired_test, significance_table
+from benchmarks.report.table import Stat, latex_escape
+from benchmarks.report.tables import ablation_table, efficiency_table, engine_table, main_table
 from benchmarks.results import ROW_FIELDS, write_cell
 
 METHODS = {"mcmfh": 0.60, "ucmfh": 0.55, "cca-itq": 0.45, "random": 0.20, "real-valued": 0.70}
@@ -309,7 +301,7 @@ def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_study_figures_history_and_importances(tmp_path: Path) -> None:
     import optuna
 
-    from benchmarks.figures import study_figures
+    from benchmarks.report.figures import study_figures
     from benchmarks.tuning import open_storage
 
     storage = f"journal:{tmp_path / 'j.log'}"
@@ -511,8 +503,8 @@ def test_engine_table_shows_dash_for_exact_engines() -> None:
 
 
 def test_latency_figure_one_colour_per_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import figures
-    from benchmarks.reporting import normalise_rows
+    from benchmarks.report import figures
+    from benchmarks.report.rows import normalise_rows
 
     captured = {}
 

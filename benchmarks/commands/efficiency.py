@@ -34,8 +34,8 @@ def parse_size(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from benchmarks.efficiency import DEFAULT_DB_SIZES, DEFAULT_ENGINES
-    from benchmarks.engines import default_threads
+    from benchmarks.search.study import DEFAULT_DB_SIZES, DEFAULT_ENGINES
+    from benchmarks.threads import default_threads
 
     src = p.add_mutually_exclusive_group()
     src.add_argument("--random", action="store_true", help="uniformly random codes and Gaussian features (default)")
@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from benchmarks.commands._args import parse_key_values
     from benchmarks.commands.run import check_writable, parse_param_values
-    from benchmarks.efficiency import EfficiencySpec, format_ratio_table, format_targets, run_efficiency
+    from benchmarks.search.study import EfficiencySpec, run_efficiency
+    from benchmarks.search.summary import format_ratio_table, format_targets
     from medhash_datasets import resolve_data_root
 
     if (args.method is None) != (args.dataset is None):

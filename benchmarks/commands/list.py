@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _registries() -> dict[str, object]:
-    from benchmarks.engines import ENGINES
+    from benchmarks.search.registry import ENGINES
     from medhash_datasets import DATASETS
     from medhash_datasets.encoders import ENCODERS
     from methods import METHODS

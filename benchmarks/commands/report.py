@@ -38,7 +38,8 @@ def main(args: argparse.Namespace) -> int:
         metric / tie / protocols have no rows (the message lists those present), or rows of one method and code
         length come from several configurations.
     """
-    from benchmarks.reporting import ReportError, build_report
+    from benchmarks.report.build import build_report
+    from benchmarks.report.rows import ReportError
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

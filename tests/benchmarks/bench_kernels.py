@@ -9,7 +9,7 @@ database. Kernels: packing (``pack_bits``), Hamming distances (the popcount engi
 evaluator's ``hamming_distances``), top-k (``topk_from_hamming``, popcount engine, faiss ``IndexBinaryFlat``),
 float32 inner-product search, and the evaluator (``evaluate_hamming``). The ``test_target_*`` functions
 assert the issue's targets with engines timed in alternating blocks in this process
-(``benchmarks.efficiency.time_engines``), on one thread, by CPU time (``time.process_time``: robust when other
+(``benchmarks.search.timing.time_engines``), on one thread, by CPU time (``time.process_time``: robust when other
 processes share the cores):
 
 1. 16-bit exact top-100 over N codes >= 10x faster per query than float32 512-d exact search;
@@ -25,8 +25,10 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.efficiency import Contender, draw_features, time_engines
-from benchmarks.engines import PopcountEngine, create_engine, topk_from_hamming
+from benchmarks.search.popcount import PopcountEngine, topk_from_hamming
+from benchmarks.search.registry import create_engine
+from benchmarks.search.timing import Contender, time_engines
+from benchmarks.search.workload import draw_features
 
 K_TOP = 100
 #: Database size (the same variable and default as in ``conftest.py``).

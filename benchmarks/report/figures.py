@@ -16,18 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.reporting import (
+from benchmarks.report.rows import (
     FLOAT_BITS,
     REFERENCE_METHODS,
     TASK_ORDER,
-    _bits_key,
-    _is_ablation,
-    _metric_label,
-    _order_variants,
-    engine_labels,
+    bits_sort_key,
+    is_ablation,
     select,
     summarise,
 )
+from benchmarks.report.tables import engine_labels, metric_label, order_variants
 
 TASK_TITLES = {"i2t": "image → text", "t2i": "text → image", "i2i": "image → image", "t2t": "text → text"}
 
@@ -75,7 +73,7 @@ def _legend_right(fig: Any, axes: list[Any]) -> None:
 
 
 def _main_variants(df: pd.DataFrame) -> pd.DataFrame:
-    return df[[not _is_ablation(v, m) for v, m in zip(df["variant"], df["method"])]]
+    return df[[not is_ablation(v, m) for v, m in zip(df["variant"], df["method"])]]
 
 
 def plot_map_vs_bits(
@@ -90,11 +88,11 @@ def plot_map_vs_bits(
         return []
     summary = summarise(sel, ["variant", "task", "bits_label"])
     tasks = _tasks(summary)
-    bits = sorted({b for b in summary["bits_label"] if b != FLOAT_BITS}, key=_bits_key)
+    bits = sorted({b for b in summary["bits_label"] if b != FLOAT_BITS}, key=bits_sort_key)
     if not bits:
         return []
     fig, axes = _subplots(len(tasks))
-    variants = _order_variants(list(dict.fromkeys(summary["variant"])), headline)
+    variants = order_variants(list(dict.fromkeys(summary["variant"])), headline)
     colors = plt.get_cmap("tab10")
     for ax, task in zip(axes, tasks):
         part = summary[summary["task"] == task]
@@ -106,7 +104,7 @@ def plot_map_vs_bits(
                 ax.axhline(float(v["mean"].iloc[0]), color="black", linestyle="--", linewidth=1.2,
                            label=f"{variant} (float32)")
                 continue
-            v = v[v["bits_label"] != FLOAT_BITS].sort_values("bits_label", key=lambda s: s.map(_bits_key))
+            v = v[v["bits_label"] != FLOAT_BITS].sort_values("bits_label", key=lambda s: s.map(bits_sort_key))
             x = v["bits_label"].astype(int).to_numpy()
             ax.errorbar(x, v["mean"], yerr=v["std"].fillna(0.0), marker="o", capsize=3, color=colors(i % 10),
                         linewidth=2.2 if variant == headline else 1.4, label=variant)
@@ -118,10 +116,10 @@ def plot_map_vs_bits(
         ax.set_xticks([int(b) for b in bits], [str(b) for b in bits])
         ax.minorticks_off()
         ax.set_xlabel("code length K (bits)")
-        ax.set_ylabel(_metric_label(metric, tie))
+        ax.set_ylabel(metric_label(metric, tie))
         ax.set_title(TASK_TITLES.get(task, task))
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{dataset} ({protocol} protocol): {_metric_label(metric, tie)} vs code length, mean ± std over seeds")
+    fig.suptitle(f"{dataset} ({protocol} protocol): {metric_label(metric, tie)} vs code length, mean ± std over seeds")
     _legend_right(fig, axes)
     return save_figure(fig, out_dir / f"map_vs_bits_{dataset}_{protocol}")
 
@@ -142,12 +140,12 @@ def _curve_figure(
     if tie in set(data["tie"]):
         data = data[data["tie"] == tie]
     paths: list[Path] = []
-    for b in sorted(set(data["bits_label"]) - {FLOAT_BITS}, key=_bits_key):
+    for b in sorted(set(data["bits_label"]) - {FLOAT_BITS}, key=bits_sort_key):
         part = data[data["bits_label"].isin([b, FLOAT_BITS])]
         curve = part.groupby(["variant", "task", "metric", "k"])["value"].mean().unstack("metric").reset_index()
         tasks = _tasks(curve)
         fig, axes = _subplots(len(tasks))
-        variants = _order_variants(list(dict.fromkeys(curve["variant"])), headline)
+        variants = order_variants(list(dict.fromkeys(curve["variant"])), headline)
         for ax, task in zip(axes, tasks):
             for i, variant in enumerate(variants):
                 c = curve[(curve["task"] == task) & (curve["variant"] == variant)].sort_values("k")
@@ -201,7 +199,7 @@ def latency_styles(groups: Sequence[tuple[str, str]]) -> dict[tuple[str, str], d
     plt = _plt()
     engines = sorted({e for e, _ in groups})
     cmap = plt.get_cmap("tab10" if len(engines) <= 10 else "tab20")
-    bits = sorted({b for _, b in groups if b != FLOAT_BITS}, key=_bits_key)
+    bits = sorted({b for _, b in groups if b != FLOAT_BITS}, key=bits_sort_key)
     styles: dict[tuple[str, str], dict[str, Any]] = {}
     for engine, b in groups:
         j = 0 if b == FLOAT_BITS else bits.index(b)
@@ -251,7 +249,7 @@ def plot_expert_load(df: pd.DataFrame, out_dir: Path, *, dataset: str) -> list[P
         return []
     summary = summarise(data, ["variant", "bits_label", "k"])
     series = sorted({(v, b) for v, b in zip(summary["variant"], summary["bits_label"])},
-                    key=lambda vb: (vb[0], _bits_key(vb[1])))
+                    key=lambda vb: (vb[0], bits_sort_key(vb[1])))
     experts = sorted(int(k) for k in set(summary["k"]) if math.isfinite(k))
     width = 0.8 / max(1, len(series))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(experts) + 3), 4.2))
@@ -362,16 +360,3 @@ def all_figures(
     if not made:
         skipped.append("latency figure: no rows of the efficiency command")
     return paths, skipped
-
-
-__all__ = [
-    "all_figures",
-    "latency_styles",
-    "plot_expert_load",
-    "plot_latency_vs_db_size",
-    "plot_map_vs_bits",
-    "plot_pr_curves",
-    "plot_precision_at_n",
-    "save_figure",
-    "study_figures",
-]
