@@ -88,7 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from benchmarks.results import iter_rows
-    from benchmarks.runner import RunSpec, run, summary_tables
+    from benchmarks.cell import RunSpec
+    from benchmarks.runner import run, summary_tables
     from medhash_datasets import DATASETS, resolve_data_root
     from methods import METHODS
 

@@ -216,7 +216,7 @@ def trained_code_sets(spec: EfficiencySpec, echo: Callable[[str], None]) -> tupl
     ValueError
         If the method is not a hashing method (its ``binary`` flag is false).
     """
-    from benchmarks.runner import prepare_features
+    from benchmarks.cell import prepare_features
     from medhash_datasets.base import feature_split
     from methods import METHODS, create_method, method_config
 
