@@ -62,7 +62,7 @@ def test_exact_binary_engines_match_brute_force_with_ties_by_id(bits: int) -> No
     db = tied_codes(3000, n_bytes, rng)
     queries = np.concatenate([db[:5], rng.integers(0, 256, size=(7, n_bytes), dtype=np.uint8)])
     ref_ids, ref_d = brute_topk(brute_hamming(queries, db, bits), 50)
-    for spec in BINARY_EXACT:
+    for spec in BINARY_EXACT + (("hash-ball",) if bits <= 64 else ()):
         engine = create_engine(spec)
         engine.build(db)
         ids, dist = engine.search(queries, 50)
@@ -87,7 +87,7 @@ def test_popcount_tie_order_hand_worked() -> None:
 
 def test_k_larger_than_database_pads_with_missing() -> None:
     db = np.array([[0b1], [0b0]], dtype=np.uint8)
-    for spec in BINARY_EXACT:
+    for spec in (*BINARY_EXACT, "hash-ball"):
         engine = create_engine(spec)
         engine.build(db)
         ids, dist = engine.search(np.array([[0]], dtype=np.uint8), 4)
@@ -258,7 +258,7 @@ def test_float_memory_is_4d_per_item() -> None:
 # ---- interface, registry, errors -----------------------------------------------------------------------
 def test_registry_and_spec_strings() -> None:
     assert {"popcount", "BFlat", "BHash4", "numpy-ip", "FlatIP"} <= set(ENGINES.names())
-    assert ENGINES.names(tag="exact") == sorted(["popcount", "BFlat", "numpy-ip", "FlatIP"])
+    assert ENGINES.names(tag="exact") == sorted(["popcount", "BFlat", "hash-ball", "numpy-ip", "FlatIP"])
     e = create_engine("BHash2x8f1")
     assert isinstance(e, FaissMultiHashEngine) and (e.nhash, e.b, e.nflip) == (2, 8, 1) and e.name == "BHash2x8f1"
     assert create_engine("BHash4").name == "BHash4"

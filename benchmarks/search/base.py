@@ -92,6 +92,12 @@ class SearchEngine(ABC):
         """Measured size of the index in bytes: the arrays the engine keeps, or the length of the serialised
         faiss index (``faiss.serialize_index_binary`` / ``faiss.write_index``)."""
 
+    @staticmethod
+    def supports(n_bytes: int) -> bool:
+        """Whether the engine can index codes of ``n_bytes`` bytes (binary) or features of that dimension
+        (float); engines with a width limit (``hash-ball``, ``BHashTable``: 64 bits) override this."""
+        return n_bytes >= 1
+
     def set_threads(self, threads: int) -> None:  # noqa: B027 - optional hook, default does nothing
         """Limit the engine's own worker threads (faiss and BLAS threads are set process-wide by the caller)."""
 

@@ -107,3 +107,60 @@ class FaissMultiHashEngine(SearchEngine):
         import faiss
 
         return 0 if self._index is None else int(faiss.serialize_index_binary(self._index).size)
+
+
+class FaissBinaryHashEngine(SearchEngine):
+    """faiss ``IndexBinaryHash`` with ``b = K``: one hash table keyed by the whole code, searched by visiting
+    the buckets within Hamming radius ``nflip`` of the query and ranking their items by distance.
+
+    This is the fixed-radius form of :class:`~benchmarks.search.hash_table.HashBallEngine`: items beyond
+    ``nflip`` are never seen, so it is approximate (exact only for queries whose k-th neighbour lies within
+    ``nflip``), and the cost of a query grows as ``sum_{r <= nflip} C(K, r)`` bucket look-ups whatever k is.
+
+    Parameters
+    ----------
+    nflip : int
+        Hamming radius of the buckets visited (default 2).
+    """
+
+    family = "BHashTable"
+    exact = False
+    binary = True
+
+    def __init__(self, nflip: int = 2) -> None:
+        super().__init__()
+        if nflip < 0:
+            raise ValueError(f"BHashTable: nflip must be >= 0, got {nflip}")
+        self.nflip = int(nflip)
+        self.name = "BHashTable" + (f"f{nflip}" if nflip != 2 else "")
+        self._index: Any = None
+
+    @staticmethod
+    def supports(n_bytes: int) -> bool:
+        """faiss hashes at most 64 bits per table."""
+        return 1 <= n_bytes <= 8
+
+    def build(self, db: np.ndarray) -> None:
+        import faiss
+
+        db = self._check_db(db)
+        if not self.supports(db.shape[1]):
+            raise ValueError(f"{self.name}.build: faiss IndexBinaryHash hashes at most 64 bits, got {8 * db.shape[1]}")
+        bits = 8 * db.shape[1]
+        self._index = faiss.IndexBinaryHash(bits, bits)
+        self._index.nflip = self.nflip
+        self._index.add(db)
+        self.n_items, self.dim = db.shape
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = self._check_queries(queries, k)
+        dist, ids = self._index.search(queries, int(k))
+        ids = ids.astype(np.int64, copy=False)
+        dist = np.where(ids < 0, MISSING_HAMMING, dist).astype(np.int32, copy=False)
+        return sort_rows_by_distance_then_id(ids, dist)
+
+    def memory_bytes(self) -> int:
+        """Length of the serialised index (per bucket: key, ids and codes)."""
+        import faiss
+
+        return 0 if self._index is None else int(faiss.serialize_index_binary(self._index).size)

@@ -9,18 +9,26 @@ and their distances:
 
 Engines (``ENGINES.names()``; the ``exact`` flag says whether results equal brute-force search):
 
-============  =========  =======  =====================================================================
-spec          input      exact    what
-============  =========  =======  =====================================================================
-``popcount``  binary     yes      the project's numpy kernel: XOR + ``np.bitwise_count`` + counting top-k
-``BFlat``     binary     yes      faiss ``IndexBinaryFlat`` (brute force, heap top-k)
-``BHash<m>``  binary     no       faiss ``IndexBinaryMultiHash``: multi-index hashing (Norouzi, Punjani and
-                                  Fleet, "Fast Search in Hamming Space with Multi-Index Hashing", CVPR 2012)
-                                  with ``m`` sub-tables of ``K // m`` bits; ``BHash<m>x<b>f<r>`` sets the bits
-                                  per sub-table ``b`` and the flip radius ``r`` per sub-table (default 0)
-``numpy-ip``  float32    yes      exact inner product by BLAS matrix product + exact top-k
-``FlatIP``    float32    yes      faiss ``IndexFlatIP``
-============  =========  =======  =====================================================================
+================  =========  =======  ================================================================
+spec              input      exact    what
+================  =========  =======  ================================================================
+``popcount``      binary     yes      the project's numpy kernel: XOR + ``np.bitwise_count`` + counting
+                                      top-k
+``BFlat``         binary     yes      faiss ``IndexBinaryFlat`` (brute force, heap top-k)
+``hash-ball``     binary     yes      code → ids table (CSR) visited by Hamming balls of increasing
+                                      radius (:mod:`benchmarks.search.hash_table`); sub-linear for
+                                      K <= 16 and for clustered codes; up to 64 bits
+``BHashTable``    binary     no       faiss ``IndexBinaryHash`` with ``b = K``: the buckets within flip
+                                      radius 2 of the query (``BHashTablef<r>``: radius ``r``); up to
+                                      64 bits
+``BHash<m>``      binary     no       faiss ``IndexBinaryMultiHash``: multi-index hashing (Norouzi,
+                                      Punjani and Fleet, "Fast Search in Hamming Space with Multi-Index
+                                      Hashing", CVPR 2012) with ``m`` sub-tables of ``K // m`` bits;
+                                      ``BHash<m>x<b>f<r>`` sets the bits per sub-table ``b`` and the
+                                      flip radius ``r`` per sub-table (default 0)
+``numpy-ip``      float32    yes      exact inner product by BLAS matrix product + exact top-k
+``FlatIP``        float32    yes      faiss ``IndexFlatIP``
+================  =========  =======  ================================================================
 
 Note that ``BHash4`` here names a *multi*-hash index with 4 sub-tables (this project's issue 7); faiss's own
 ``index_binary_factory`` reads ``BHash4`` as a single hash table on 4 bits and ``BHash4x16`` as 4 tables.
@@ -48,8 +56,9 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.search.base import SearchEngine
-from benchmarks.search.faiss_binary import FaissBinaryFlatEngine, FaissMultiHashEngine
+from benchmarks.search.faiss_binary import FaissBinaryFlatEngine, FaissBinaryHashEngine, FaissMultiHashEngine
 from benchmarks.search.float_ip import FaissFlatIPEngine, NumpyInnerProductEngine
+from benchmarks.search.hash_table import HashBallEngine
 from benchmarks.search.popcount import PopcountEngine
 from medhash_datasets.registry import Registry, RegistryError
 
@@ -59,6 +68,8 @@ from medhash_datasets.registry import Registry, RegistryError
 ENGINES: Registry[Callable[..., SearchEngine]] = Registry("engine")
 ENGINES.add("popcount", PopcountEngine, tags=("binary", "exact"))
 ENGINES.add("BFlat", FaissBinaryFlatEngine, tags=("binary", "exact"))
+ENGINES.add("hash-ball", HashBallEngine, tags=("binary", "exact"))
+ENGINES.add("BHashTable", FaissBinaryHashEngine, tags=("binary", "approximate"))
 for _m in (2, 4, 8):
     ENGINES.add(f"BHash{_m}", functools.partial(FaissMultiHashEngine, nhash=_m), tags=("binary", "approximate"))
 ENGINES.add("numpy-ip", NumpyInnerProductEngine, tags=("float", "exact"))
@@ -69,6 +80,10 @@ ENGINES.add("FlatIP", FaissFlatIPEngine, tags=("float", "exact"))
 ENGINE_DESCRIPTIONS: dict[str, str] = {
     "popcount": "exact Hamming search in numpy: XOR + np.bitwise_count + counting top-k",
     "BFlat": "exact Hamming search with faiss IndexBinaryFlat (brute force, per-query heap)",
+    "hash-ball": "exact Hamming search by balls of increasing radius over a code -> ids table (K <= 64; "
+                 "sub-linear for K <= 16 and clustered codes)",
+    "BHashTable": "approximate Hamming search with faiss IndexBinaryHash on all K bits, buckets within radius 2 "
+                  "(BHashTablef<r>: radius r)",
     **{
         f"BHash{_m}": f"approximate Hamming search with faiss IndexBinaryMultiHash, {_m} sub-tables of K/{_m} bits "
         "(multi-index hashing, Norouzi et al., CVPR 2012)"
@@ -81,6 +96,7 @@ for _name, _text in ENGINE_DESCRIPTIONS.items():
     ENGINES.get(_name).description = _text  # type: ignore[attr-defined]
 
 _BHASH = re.compile(r"^BHash(\d+)(?:x(\d+))?(?:f(\d+))?$")
+_BHASH_TABLE = re.compile(r"^BHashTablef(\d+)$")
 
 
 def create_engine(spec: str, **params: Any) -> SearchEngine:
@@ -89,8 +105,9 @@ def create_engine(spec: str, **params: Any) -> SearchEngine:
     Parameters
     ----------
     spec : str
-        A registered name (``ENGINES.names()``) or a parameterised multi-hash spec ``BHash<m>[x<b>][f<r>]``
-        (``m`` sub-tables of ``b`` bits, flip radius ``r``), e.g. ``"BHash4x16f1"``.
+        A registered name (``ENGINES.names()``), a parameterised multi-hash spec ``BHash<m>[x<b>][f<r>]``
+        (``m`` sub-tables of ``b`` bits, flip radius ``r``), e.g. ``"BHash4x16f1"``, or a single-table hash
+        spec ``BHashTablef<r>`` (flip radius ``r``), e.g. ``"BHashTablef3"``.
     **params
         Passed to the engine constructor (e.g. ``threads=2`` for ``popcount``).
 
@@ -101,6 +118,8 @@ def create_engine(spec: str, **params: Any) -> SearchEngine:
     """
     if spec in ENGINES:
         engine = ENGINES.get(spec)(**params)
+    elif (table := _BHASH_TABLE.match(spec)) is not None:
+        engine = FaissBinaryHashEngine(int(table.group(1)), **params)
     else:
         match = _BHASH.match(spec)
         if match is None:
