@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from benchmarks.evaluation import codes
-from benchmarks.evaluation.codes import binarize, code_bytes, hamming_distances, pack_bits, packed_words, unpack_bits
+from benchmarks.evaluation.codes import code_bytes, hamming_distances, pack_bits, packed_words, unpack_bits
+from benchmarks.evaluation.convention import binarize
 
 
 def test_binarize_float_int_bool():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import hypergeom
 
-from benchmarks.evaluation import metrics, ranking
+from benchmarks.evaluation import ranking, tie_aware
 from benchmarks.evaluation.ranking import bucket_stats, gather_rows, rows_per_chunk, score_buckets, stable_order
 
 
@@ -50,13 +50,13 @@ def test_rows_per_chunk_respects_budget_and_cache_cap():
 
 @pytest.mark.parametrize("a, population, successes", [(0, 9, 4), (2, 9, 4), (3, 12, 7), (1, 5, 5), (4, 30, 11)])
 def test_hypergeom_cdf_over_draws_matches_scipy(a, population, successes):
-    got = metrics._hypergeom_cdf_over_draws(a, population, successes, population + 1)
+    got = tie_aware.hypergeom_cdf_over_draws(a, population, successes, population + 1)
     expected = hypergeom.cdf(a, population, successes, np.arange(population + 1))
     np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
 def test_hypergeom_pmf_matches_scipy_and_is_zero_outside_support():
     x = np.arange(-1, 8)
-    got = metrics._hypergeom_pmf(x, 15, 6, 7)
+    got = tie_aware.hypergeom_pmf(x, 15, 6, 7)
     np.testing.assert_allclose(got, hypergeom.pmf(x, 15, 6, 7), atol=1e-14)
     assert got[0] == 0.0 and got[-1] == 0.0

@@ -1,8 +1,9 @@
-"""Binary codes: binarise relaxed codes, pack bits (faiss layout) and compute Hamming distances.
+"""Binary codes: pack bits (faiss layout) and compute Hamming distances.
 
 Conventions (``../shared/spec/evaluation.md``, "Codes and distances"):
 
-- a bit is ``h >= 0`` for a relaxed code ``h`` in [-1, 1];
+- a bit is ``h >= 0`` for a relaxed code ``h`` in [-1, 1] (turning ±1, 0/1 or relaxed codes into bits is
+  :mod:`benchmarks.evaluation.convention`);
 - bits are packed little-endian within each byte: bit ``t`` of a code lives in byte ``t // 8`` at position
   ``t % 8`` (``np.packbits(..., bitorder="little")``, the layout of faiss binary indexes);
 - the Hamming distance is ``popcount(a XOR b)``; for ±1 codes it equals ``(K - a . b) / 2``.
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.evaluation.convention import binarize
+
 __all__ = [
-    "binarize",
     "code_bytes",
     "distance_dtype",
     "hamming_distances",
@@ -47,52 +49,13 @@ def distance_dtype(bits: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def binarize(h: np.ndarray, name: str = "codes") -> np.ndarray:
-    """Turn codes into bits.
-
-    Parameters
-    ----------
-    h : np.ndarray, shape (n, K)
-        Relaxed float codes (bit = ``h >= 0``), integer codes in {-1, +1} or {0, 1} (bit = ``h > 0``), or
-        boolean bits (returned unchanged).
-    name : str
-        Name used in error messages (an array key, a file field).
-
-    Returns
-    -------
-    np.ndarray, shape (n, K), dtype bool
-
-    Raises
-    ------
-    ValueError
-        If ``h`` is not 2-D, has no column, holds NaN, or is an integer array with values outside {-1, 0, 1}
-        or mixing -1 and 0.
-    """
-    h = np.asarray(h)
-    if h.ndim != 2 or h.shape[1] == 0:
-        raise ValueError(f"{name}: expected a 2-D (n, K) code array with K >= 1, got shape {h.shape}")
-    if h.dtype == np.bool_:
-        return h
-    if np.issubdtype(h.dtype, np.integer):
-        values = np.unique(h)
-        if not (set(values.tolist()) <= {-1, 1} or set(values.tolist()) <= {0, 1}):
-            raise ValueError(
-                f"{name}: integer codes must be ±1 or 0/1, found values {values[:6].tolist()} (shape {h.shape})"
-            )
-        return h > 0
-    if not np.issubdtype(h.dtype, np.floating):
-        raise ValueError(f"{name}: codes must be float, integer or bool, got dtype {h.dtype} (shape {h.shape})")
-    if np.isnan(h).any():
-        raise ValueError(f"{name}: codes contain NaN (shape {h.shape})")
-    return h >= 0
-
-
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """Pack boolean codes into bytes, little-endian within each byte (faiss layout).
 
     Parameters
     ----------
-    bits : np.ndarray, shape (n, K), dtype bool (or anything :func:`binarize` accepts)
+    bits : np.ndarray, shape (n, K), dtype bool (or anything
+        :func:`~benchmarks.evaluation.convention.binarize` accepts with ``convention="auto"``)
 
     Returns
     -------
