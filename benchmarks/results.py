@@ -8,12 +8,17 @@ Layout under the output folder ``OUT`` (``--out``, default ``results/``)::
 A cell is one (method, variant config, dataset, label scheme, encoder, bits, seed, protocols) combination;
 its key is :func:`config_hash` of that full config, so a finished cell is never redone (ann-benchmarks style)
 and a killed run resumes without losing or duplicating rows.
+
+Rows are strict JSON (RFC 8259): a NaN or infinite value, in any field, is written as ``null`` and the field
+is named in the row's ``non_finite`` object with the value it had (``{"value": "NaN"}``), so jq, browsers and
+strict parsers read every file (:func:`strict_row`, :func:`dumps_strict`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -114,7 +119,7 @@ def write_cell(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         missing = [f for f in ROW_FIELDS if f not in row]
         if missing:
             raise ValueError(f"result row for metric {row.get('metric')!r} lacks fields {missing}")
-        lines.append(json.dumps(row, sort_keys=True, default=_json_default))
+        lines.append(dumps_strict(strict_row(row), sort_keys=True))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -125,9 +130,65 @@ def _json_default(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, np.floating):
         return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return str(obj)
+
+
+def _nulled(obj: Any, where: str, found: dict[str, str]) -> Any:
+    """``obj`` with non-finite floats (also numpy scalars/arrays, nested) replaced by None, recorded in ``found``."""
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        found[where] = "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+        return None
+    if isinstance(obj, dict):
+        return {k: _nulled(v, f"{where}.{k}" if where else str(k), found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nulled(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
+    return obj
+
+
+def strict_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``row`` that is strict JSON: every NaN/inf becomes None and is named in ``non_finite``.
+
+    Parameters
+    ----------
+    row : dict
+        A result row (any nesting of dicts, lists, tuples, numpy scalars and arrays).
+
+    Returns
+    -------
+    dict
+        The row with non-finite floats replaced by ``None``; when any was found, ``non_finite`` maps each
+        field path (``"value"``, ``"method_info.loss"``, ``"bit_balance_query[3]"``) to ``"NaN"``,
+        ``"Infinity"`` or ``"-Infinity"`` (merged with a ``non_finite`` the row already had).
+
+    Examples
+    --------
+    >>> strict_row({"metric": "map", "value": float("nan")})
+    {'metric': 'map', 'value': None, 'non_finite': {'value': 'NaN'}}
+    """
+    found: dict[str, str] = {}
+    out = _nulled({k: v for k, v in row.items() if k != "non_finite"}, "", found)
+    if found or row.get("non_finite"):
+        out["non_finite"] = {**(row.get("non_finite") or {}), **found}
+    return out
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never writes ``NaN``/``Infinity`` (``allow_nan=False``; numpy scalars converted).
+
+    Raises
+    ------
+    ValueError
+        If ``obj`` holds a non-finite float; pass rows through :func:`strict_row` first.
+    """
+    return json.dumps(obj, allow_nan=False, default=_json_default, **kwargs)
 
 
 def iter_rows(out: Path) -> Iterator[dict[str, Any]]:

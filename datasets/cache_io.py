@@ -50,8 +50,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``obj`` as indented strict JSON (RFC 8259: never ``NaN``/``Infinity``) atomically.
+
+    Raises
+    ------
+    ValueError
+        If ``obj`` holds a NaN or infinite float (the message names ``path``); nothing is written.
+    """
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as err:
+        raise ValueError(f"{path}: not written: {err} (strict JSON has no NaN/Infinity; store null)") from None
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:

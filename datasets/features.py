@@ -405,7 +405,7 @@ def extract_features(
         "batch_size": batch_size,
         "device": device,
     }
-    atomic_save_npz(final, image=image, text=text, meta=np.array(json.dumps(meta, sort_keys=True)))
+    atomic_save_npz(final, image=image, text=text, meta=np.array(json.dumps(meta, sort_keys=True, allow_nan=False)))
     atomic_write_json(meta_path, meta)
     shutil.rmtree(partial, ignore_errors=True)
     return CachedFeatures(
