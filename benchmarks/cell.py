@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.results import config_hash, git_commit, package_versions
-from medhash_datasets import DATASETS
 from medhash_datasets.base import Features, FeatureSplit, PairedDataset, feature_split
+from medhash_datasets.loaders import DATASETS
 from methods import METHODS, HashingMethod, create_method, method_config
 
 PROTOCOLS = ("unimodal", "paired")

@@ -7,8 +7,10 @@ trains on.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +51,13 @@ class PairedDataset:
         Reason → number of source records the loader skipped (never silent).
     info : dict
         Free-form facts worth recording (source files, option values).
+    skipped_items : list[dict]
+        One dict (keys :data:`medhash_datasets.audit.SKIPPED_ITEM_KEYS`) per skipped record, in the order met: ``reason``, ``id``, ``split``,
+        ``path`` (image file), ``source`` (``"descriptions_train.jsonl:12"``), ``detail``; values are ``str`` or
+        ``None``. When given, its per-reason counts equal ``skipped`` (checked by :meth:`validate`).
+    leakage : dict
+        Findings of the loader's leakage check between splits (:mod:`medhash_datasets.leakage`):
+        ``case_overlap``, ``duplicate_images``, ``caption_duplicates``; ``{}`` when the loader has no such check.
     """
 
     name: str
@@ -64,6 +73,8 @@ class PairedDataset:
     text_features: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    skipped_items: list[dict[str, str | None]] = field(default_factory=list)
+    leakage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -108,6 +119,56 @@ class PairedDataset:
         for a, b in (("train", "query"), ("validation", "query"), ("train", "validation")):
             if np.intersect1d(self.splits[a], self.splits[b]).size:
                 raise DatasetError(f"{self.name}: {a} and {b} splits overlap")
+        if self.skipped_items:
+            named = Counter(str(item.get("reason")) for item in self.skipped_items)
+            if dict(named) != {k: v for k, v in self.skipped.items() if v}:
+                raise DatasetError(
+                    f"{self.name}: skipped_items count {dict(sorted(named.items()))} but skipped says {self.skipped}"
+                )
+
+    def audit(self, first: int | None = None) -> dict[str, Any]:
+        """What was loaded, what was dropped and why, and the leakage findings, as a JSON-able dict.
+
+        Recorded with every result row and printed by ``data info``.
+
+        Parameters
+        ----------
+        first : int | None
+            ``None`` keeps every skipped item and finding; an int keeps the first ``first`` skipped items per
+            reason and the first ``first`` entries of each findings list (the dicts then carry
+            ``"truncated": true``; counts stay complete).
+
+        Returns
+        -------
+        dict
+            ``dataset``, ``label_scheme``, ``n_items``, ``split_sizes``, ``skipped`` (reason → count),
+            ``skipped_items`` (list of dicts, see the class docstring), ``leakage`` (see the class docstring)
+            and ``info`` (the loader's ``info`` without the ``source_files`` list).
+        """
+        from medhash_datasets.audit import audit_dict
+
+        return audit_dict(self, first)
+
+    def format_skipped(self, first: int | None = 5) -> str:
+        """Console summary of the skipped records: counts, then up to ``first`` named items per reason
+        (``None``: all).
+
+        Returns ``""`` when nothing was skipped. Example::
+
+            skipped 2 source records: empty caption=1, missing image file=1
+              empty caption: MPX1_b (train, descriptions_train.jsonl:2)
+              missing image file: MPX1_c (train, descriptions_train.jsonl:3) .../images/MPX1_c.png
+        """
+        from medhash_datasets.audit import format_skipped
+
+        return format_skipped(self, first)
+
+    def format_leakage(self, first: int | None = 5) -> str:
+        """Console summary of the leakage findings (one line per kind, then up to ``first`` examples each;
+        ``None``: all); ``""`` when the loader ran no leakage check."""
+        from medhash_datasets.audit import format_leakage
+
+        return format_leakage(self, first)
 
     def split_sizes(self) -> dict[str, int]:
         """Number of items per split, e.g. ``{"train": 1653, ...}``."""
@@ -175,22 +236,113 @@ def feature_split(dataset: PairedDataset, features: Features, split: str) -> Fea
 def resolve_data_root(flag: str | Path | None) -> Path | None:
     """Data root from the ``--data-root`` flag, else the ``MEDHASH_DATA_ROOT`` environment variable.
 
-    Returns ``None`` when neither is set (only the synthetic dataset then works).
+    Surrounding white space is ignored and ``~`` is expanded. Returns ``None`` when neither is set (only the
+    synthetic dataset then works).
     """
     import os
 
-    value = flag if flag not in (None, "") else os.environ.get("MEDHASH_DATA_ROOT") or None
+    value = str(flag).strip() if flag not in (None, "") else (os.environ.get("MEDHASH_DATA_ROOT") or "").strip()
     return Path(value).expanduser() if value else None
 
 
-def require_dir(root: Path | None, sub: str, dataset: str, how_to_get: str) -> Path:
-    """Return ``root / sub`` or raise a :class:`DatasetError` naming the path searched and how to get the data."""
+def _squash(name: str) -> str:
+    """Folder name reduced to lower-case letters and digits, for near-miss matching (``MedPix-2-0`` → ``medpix20``)."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def _diagnose_root(root: Path, subs: tuple[str, ...], markers: tuple[str, ...]) -> str | None:
+    """Why ``root`` holds none of ``subs``, when it looks like a common mistake; ``None`` otherwise."""
+    import difflib
+
+    shown = " or ".join(f"{root / s}" for s in subs)
+    for s in subs:
+        if (root.parent / s).is_dir() and root.parent != root:
+            return f"searched {shown}, but found {root.parent / s}: pass the parent, --data-root {root.parent}"
+    if _squash(root.name) in {_squash(s) for s in subs} or any((root / m).exists() for m in markers):
+        fix = "" if root.name in subs else f"name it {subs[0]} (or link {root.parent / subs[0]} to it) and "
+        return (
+            f"--data-root {root} is the dataset folder itself, one level too deep: {fix}pass its parent, "
+            f"--data-root {root.parent} (searched {shown})"
+        )
+    try:
+        children = sorted(c for c in root.iterdir() if c.is_dir())
+    except OSError:
+        children = []
+    for child in children:
+        for s in subs:
+            if (child / s).is_dir():
+                return f"searched {shown}, but found {child / s}: pass --data-root {child}"
+    squashed = {_squash(c.name): c for c in children}
+    for s in subs:
+        close = difflib.get_close_matches(_squash(s), list(squashed), n=1, cutoff=0.75)
+        if close:
+            found = squashed[close[0]]
+            return f"searched {shown}, but found {found}: rename or link it to {root / s}"
+    return None
+
+
+def require_dir(
+    root: Path | None,
+    sub: str | tuple[str, ...],
+    dataset: str,
+    how_to_get: str,
+    *,
+    markers: tuple[str, ...] = (),
+) -> Path:
+    """The dataset folder ``root / sub`` (the first of several candidate ``sub`` names that exists).
+
+    Parameters
+    ----------
+    root : Path | None
+        The data root (:func:`resolve_data_root`).
+    sub : str or tuple of str
+        The dataset's fixed sub-folder name(s), tried in order (``"medpix-2.0"``; ``("iu-xray", "openi")``).
+    dataset : str
+        Registry name, for messages.
+    how_to_get : str
+        One or two sentences saying how to obtain the data, appended to "not found" messages.
+    markers : tuple of str
+        Relative paths found inside the dataset folder (``"Case_topic.json"``): a data root holding one of
+        them is the dataset folder itself.
+
+    Returns
+    -------
+    Path
+        The existing dataset folder.
+
+    Raises
+    ------
+    DatasetError
+        One line naming the path searched and the likely mistake: no data root given; a data root that does
+        not exist or is a file; a data root one level too deep (the dataset folder itself: the message names
+        the parent to pass); one level too high (a sub-folder holds the dataset: it names that folder); a
+        near-miss folder name (``MedPix-2-0`` for ``medpix-2.0``); a dataset path that is a file. Otherwise
+        "not found" with ``how_to_get``.
+    """
+    subs = (sub,) if isinstance(sub, str) else tuple(sub)
+    layout = " or ".join(f"DIR/{s}/" for s in subs)
     if root is None:
         raise DatasetError(
             f"dataset {dataset!r} needs a data root: pass --data-root DIR or set MEDHASH_DATA_ROOT "
-            f"(expected layout DIR/{sub}/). {how_to_get}"
+            f"(expected layout {layout}). {how_to_get}"
         )
-    path = Path(root) / sub
-    if not path.is_dir():
-        raise DatasetError(f"dataset {dataset!r} not found: searched {path}. {how_to_get}")
-    return path
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(
+            f"dataset {dataset!r}: data root {root} (from --data-root or MEDHASH_DATA_ROOT) does not exist; "
+            f"expected layout {layout}"
+        )
+    if not root.is_dir():
+        raise DatasetError(f"dataset {dataset!r}: data root {root} is a file, not a folder; expected layout {layout}")
+    for s in subs:
+        path = root / s
+        if path.is_dir():
+            return path
+        if path.exists():
+            raise DatasetError(f"dataset {dataset!r}: {path} is a file, not the dataset folder")
+    hint = _diagnose_root(root, subs, markers)
+    if hint is not None:
+        raise DatasetError(f"dataset {dataset!r} not found: {hint}")
+    raise DatasetError(
+        f"dataset {dataset!r} not found: searched {' and '.join(str(root / s) for s in subs)}. {how_to_get}"
+    )

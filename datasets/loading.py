@@ -1,4 +1,4 @@
-"""Helpers shared by the real-data loaders: option parsing, label vocabularies, image checks, skip counts.
+"""Helpers shared by the real-data loaders: option parsing, label vocabularies, image checks, skip records.
 
 Used by ``medpix``, ``roco``, ``openi`` and ``mirflickr25k``; each loader declares its options as
 :class:`OptionSpec` values and reports what it skipped through :class:`SkipCounter`.
@@ -112,19 +112,57 @@ def parse_options(dataset: str, options: Mapping[str, object], spec: Mapping[str
 
 
 class SkipCounter:
-    """Count skipped source records by reason (reported in :attr:`PairedDataset.skipped`, never silent)."""
+    """Record skipped source records by reason, each named (id, split, image path, source line, detail).
+
+    Feeds :attr:`PairedDataset.skipped` (counts) and :attr:`PairedDataset.skipped_items` (the records), so
+    nothing a loader drops is silent or anonymous.
+    """
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.items: list[dict[str, str | None]] = []
 
-    def add(self, reason: str, n: int = 1) -> None:
-        """Record ``n`` records skipped for ``reason``."""
-        if n:
-            self.counts[reason] += n
+    def add(
+        self,
+        reason: str,
+        item_id: str | None = None,
+        *,
+        path: Path | str | None = None,
+        source: str | None = None,
+        split: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record one skipped record.
+
+        Parameters
+        ----------
+        reason : str
+            Why it was skipped (``"empty caption"``, ``"missing image file"``, ...).
+        item_id : str | None
+            Its id (image name, ROCO id, report uid, row id).
+        path : Path | str | None
+            Its image file, when it has one.
+        source : str | None
+            Where it was read, ``"<file name>:<line>"`` or ``"<file name>"``.
+        split : str | None
+            The split it would have joined.
+        detail : str | None
+            Anything else that explains the skip (e.g. where the first copy of a duplicate id is).
+        """
+        self.counts[reason] += 1
+        self.items.append({
+            "reason": reason, "id": item_id, "split": split, "path": None if path is None else str(path),
+            "source": source, "detail": detail,
+        })  # fmt: skip
+
+    def add_many(self, reason: str, item_ids: Iterable[str], **fields: str | None) -> None:
+        """Record several records skipped for the same reason (same ``fields`` for each; see :meth:`add`)."""
+        for item_id in item_ids:
+            self.add(reason, item_id, **fields)
 
     def as_dict(self) -> dict[str, int]:
         """Reason → count, reasons sorted."""
-        return {k: int(self.counts[k]) for k in sorted(self.counts)}
+        return {k: int(self.counts[k]) for k in sorted(self.counts) if self.counts[k]}
 
 
 def check_image(path: Path, mode: str) -> str | None:

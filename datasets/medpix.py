@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medhash_datasets import DATASETS
 from medhash_datasets.base import DatasetError, PairedDataset, require_dir
+from medhash_datasets.leakage import ItemRecords, audit_splits, leakage_options
 from medhash_datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
@@ -34,6 +34,7 @@ from medhash_datasets.loading import (
     parse_options,
     split_indices,
 )
+from medhash_datasets.registry import DATASETS
 
 MEDPIX_SUBDIR = "medpix-2.0"
 MEDPIX_HOW_TO_GET = (
@@ -51,17 +52,21 @@ MEDPIX_OPTIONS: dict[str, OptionSpec] = {
     "require_images": OptionSpec(
         "bool", True, help="false keeps items whose image is missing or unreadable (label/text statistics only)"
     ),
+    **leakage_options("error", "case (U_id)"),
 }
+#: Files in a MedPix 2.0 folder, used to tell a data root that points at the dataset folder itself.
+MEDPIX_MARKERS = ("Case_topic.json", "splitted_dataset")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, record)`` per non-blank line of a JSON-lines file."""
     rows = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as err:
                 raise DatasetError(f"medpix: {path}:{lineno}: not valid JSON ({err.msg})") from None
     return rows
@@ -142,6 +147,10 @@ def load_medpix(
         parse the header only (about 0.1 s for all 2,050 images), ``verify`` reads whole files.
         ``require_images`` (bool, default true): false keeps items whose image fails the check (for text and
         label statistics only; ``info["missing_images"]`` counts them).
+        ``case_overlap`` (``error`` default | ``merge`` | ``flag``): what to do when a case (``U_id``) has images
+        in two split files (the official split is by case, so this means altered split files).
+        ``duplicate_images`` (``flag`` default | ``drop`` | ``error`` | ``off``): byte-identical PNGs in two
+        splits (see :mod:`medhash_datasets.leakage`).
 
     Returns
     -------
@@ -149,20 +158,22 @@ def load_medpix(
         ``ids`` = image names (``MPX1009_synpic46283``), ``texts`` = captions (white space collapsed),
         ``image_paths`` = ``images/<id>.png``; labels (N, C) uint8. ``skipped`` counts records dropped for:
         ``duplicate id``, ``empty caption``, ``missing image file``, ``unreadable image``, ``no label``,
-        ``not in any official split`` (records of ``Descriptions.json`` absent from the split files).
+        ``not in any official split`` (records of ``Descriptions.json`` absent from the split files),
+        ``duplicate image across splits`` (with ``duplicate_images=drop``); ``skipped_items`` names each one
+        (id, split, image path, ``<split file>:<line>``). ``leakage`` holds the leakage findings.
 
     Raises
     ------
     DatasetError
-        If the folder or a required file is missing or malformed, for a bad option or label scheme, or if no
-        item is left.
+        If the folder or a required file is missing or malformed, for a bad option or label scheme, if no
+        item is left, or for leakage refused by ``case_overlap=error`` / ``duplicate_images=error``.
     """
     del seed
     scheme = label_scheme or "location+topic"
     if scheme not in MEDPIX_SCHEMES:
         raise DatasetError(f"medpix: unknown label scheme {scheme!r}; valid: {', '.join(MEDPIX_SCHEMES)}")
     opts = parse_options("medpix", options, MEDPIX_OPTIONS)
-    root = require_dir(data_root, MEDPIX_SUBDIR, "medpix", MEDPIX_HOW_TO_GET)
+    root = require_dir(data_root, MEDPIX_SUBDIR, "medpix", MEDPIX_HOW_TO_GET, markers=MEDPIX_MARKERS)
     split_dir = root / "splitted_dataset"
     image_dir = root / "images"
     topics_path = root / "Case_topic.json"
@@ -179,78 +190,75 @@ def load_medpix(
             findings[uid] = clean_text((case.get("Case") or {}).get("Findings"))
 
     skipped = SkipCounter()
-    seen: set[str] = set()
-    ids: list[str] = []
-    texts: list[str] = []
-    paths: list[Path] = []
-    groups: list[str] = []
-    label_sets: list[list[str]] = []
-    cases: set[str] = set()
+    first_seen: dict[str, str] = {}
+    records = ItemRecords()
     missing_images = 0
     for file_key, split in MEDPIX_SPLIT_FILES:
         path = split_dir / f"descriptions_{file_key}.jsonl"
-        for rec in _read_jsonl(path):
+        for lineno, rec in _read_jsonl(path):
             image = clean_text(rec.get("image"))
+            source = f"{path.name}:{lineno}"
             if not image:
-                raise DatasetError(f"medpix: {path}: a record has no 'image' field")
-            if image in seen:
-                skipped.add("duplicate id")
+                raise DatasetError(f"medpix: {path}:{lineno}: a record has no 'image' field")
+            where = {"split": split, "source": source}
+            if image in first_seen:
+                skipped.add("duplicate id", image, **where, detail=f"first listed at {first_seen[image]}")
                 continue
-            seen.add(image)
+            first_seen[image] = source
+            image_path = image_dir / f"{image}.png"
             caption = clean_text((rec.get("Description") or {}).get("Caption"))
             if not caption:
-                skipped.add("empty caption")
+                skipped.add("empty caption", image, path=image_path, **where)
                 continue
             labels = _medpix_labels(scheme, rec, topics.get(rec.get("U_id", "")))
             if not labels:
-                skipped.add("no label")
+                skipped.add("no label", image, path=image_path, **where, detail=f"label scheme {scheme}")
                 continue
-            image_path = image_dir / f"{image}.png"
             problem = check_image(image_path, opts["image_check"])
             if problem is not None:
                 if opts["require_images"]:
-                    skipped.add(problem)
+                    skipped.add(problem, image, path=image_path, **where)
                     continue
                 missing_images += 1
             if opts["append_findings"]:
                 extra = findings.get(rec.get("U_id", ""), "")
                 if extra:
                     caption = f"{caption} {extra}"
-            ids.append(image)
-            texts.append(caption)
-            paths.append(image_path)
-            groups.append(split)
-            label_sets.append(labels)
-            cases.add(str(rec.get("U_id", "")))
+            case = clean_text(rec.get("U_id")) or image.split("_")[0]
+            records.add(image, caption, image_path, split, labels, case, source)
 
     source_files = [topics_path] + [split_dir / f"descriptions_{f}.jsonl" for f, _ in MEDPIX_SPLIT_FILES]
     descriptions = root / "Descriptions.json"
     if descriptions.is_file():
         source_files.append(descriptions)
         listed = {clean_text(r.get("image")) for r in _read_json_list(descriptions)}
-        skipped.add("not in any official split", len(listed - seen))
+        unsplit = sorted(listed - set(first_seen) - {""})
+        skipped.add_many("not in any official split", unsplit, source=descriptions.name)
 
-    if not ids:
+    if not records:
         raise DatasetError(f"medpix: no usable item under {root} (skipped: {skipped.as_dict()})")
-    vocabulary = sorted({name for labels in label_sets for name in labels})
+    records, leakage = audit_splits(records, opts, skipped, dataset="medpix", case_kind="case (U_id)")
+    vocabulary = sorted({name for labels in records.label_sets for name in labels})
     return PairedDataset(
         name="medpix",
-        ids=ids,
-        labels=multi_hot(label_sets, vocabulary),
+        ids=records.ids,
+        labels=multi_hot(records.label_sets, vocabulary),
         label_names=vocabulary,
-        splits=split_indices(groups),
+        splits=split_indices(records.groups),
         label_scheme=scheme,
         db_includes_train=True,
-        texts=texts,
-        image_paths=paths,
+        texts=records.texts,
+        image_paths=records.paths,
         skipped=skipped.as_dict(),
+        skipped_items=skipped.items,
+        leakage=leakage,
         info={
             **opts,
             "source": str(root),
             "text_field": "caption+findings" if opts["append_findings"] else "caption",
             "source_files": [str(p) for p in source_files],
             "split": "official (splitted_dataset/descriptions_{train,dev,test}.jsonl)",
-            "n_cases": len(cases),
+            "n_cases": len(set(records.cases)),
             "missing_images": missing_images,
         },
     )

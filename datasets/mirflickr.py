@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medhash_datasets import DATASETS
 from medhash_datasets.base import DatasetError, PairedDataset, require_dir
+from medhash_datasets.leakage import feature_row_leakage
 from medhash_datasets.loading import OptionSpec, SkipCounter, parse_options
+from medhash_datasets.registry import DATASETS
 
 MIRFLICKR_SUBDIR = "mirflickr25k"
 MIRFLICKR_HOW_TO_GET = (
@@ -176,7 +177,9 @@ def load_dcmh(
         ``text_features`` = ``YAll`` (N, d_txt) float32, ``image_features`` (N, d_img) float32 or ``None``
         (with ``require_images=false``), labels ``LAll`` as uint8; ``texts`` and ``image_paths`` are ``None``.
         Rows without a label or with an all-zero text vector are dropped (``skipped``: ``no label``,
-        ``empty text``). Splits: query ``n_query`` random items, database the rest; train + validation
+        ``empty text``; ``skipped_items`` names the rows). ``leakage`` reports identical image-feature rows and
+        identical text rows shared by query and database items (:func:`~medhash_datasets.leakage.feature_row_leakage`).
+        Splits: query ``n_query`` random items, database the rest; train + validation
         (``n_train`` items) drawn from the database, ``n_validation`` of them for validation.
 
     Raises
@@ -215,9 +218,14 @@ def load_dcmh(
 
     skipped = SkipCounter()
     keep = labels.sum(1) > 0
-    skipped.add("no label", int((~keep).sum()))
+    source = {"source": paths["L"].name}
+    skipped.add_many(
+        "no label", (f"{prefix}_{i:05d}" for i in np.flatnonzero(~keep)), **source, detail="LAll row all 0"
+    )
     empty_text = (np.abs(text).sum(1) == 0) & keep
-    skipped.add("empty text", int(empty_text.sum()))
+    source = {"source": paths["Y"].name}
+    skipped.add_many("empty text", (f"{prefix}_{i:05d}" for i in np.flatnonzero(empty_text)), **source,
+                     detail="YAll row all 0")  # fmt: skip
     keep &= ~empty_text
     idx = np.flatnonzero(keep)
     m = len(idx)
@@ -232,6 +240,11 @@ def load_dcmh(
     query = perm[:n_query]
     database = perm[n_query:]
     sample = database[rng.permutation(len(database))[:n_train]]
+    ids = [f"{prefix}_{i:05d}" for i in idx]
+    is_query = np.zeros(m, dtype=bool)
+    is_query[query] = True
+    image_kept = None if image is None else image[idx]
+    text_kept = np.ascontiguousarray(text[idx], dtype=np.float32)
     names = (
         list(label_names)
         if label_names and len(label_names) == labels.shape[1]
@@ -239,7 +252,7 @@ def load_dcmh(
     )
     return PairedDataset(
         name=dataset,
-        ids=[f"{prefix}_{i:05d}" for i in idx],
+        ids=ids,
         labels=(labels[idx] > 0).astype(np.uint8),
         label_names=names,
         splits={
@@ -250,9 +263,11 @@ def load_dcmh(
         },
         label_scheme="concepts",
         db_includes_train=True,
-        image_features=None if image is None else image[idx],
-        text_features=np.ascontiguousarray(text[idx], dtype=np.float32),
+        image_features=image_kept,
+        text_features=text_kept,
         skipped=skipped.as_dict(),
+        skipped_items=skipped.items,
+        leakage=feature_row_leakage(ids, is_query, image_kept, text_kept),
         info={
             **opts,
             "source": str(folder),
@@ -290,7 +305,9 @@ def load_mirflickr25k(
     """
     if label_scheme not in (None, "concepts"):
         raise DatasetError(f"mirflickr25k: unknown label scheme {label_scheme!r}; valid: concepts")
-    folder = require_dir(data_root, MIRFLICKR_SUBDIR, "mirflickr25k", MIRFLICKR_HOW_TO_GET)
+    folder = require_dir(
+        data_root, MIRFLICKR_SUBDIR, "mirflickr25k", MIRFLICKR_HOW_TO_GET, markers=("mirflickr25k-lall.mat",)
+    )
     return load_dcmh(
         folder, "mirflickr25k", "mirflickr25k", seed=seed, options=dict(options), label_names=MIRFLICKR_LABELS
     )

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medhash_datasets import DATASETS
-from medhash_datasets.base import DatasetError, PairedDataset
+from medhash_datasets.base import DatasetError, PairedDataset, require_dir
+from medhash_datasets.leakage import ItemRecords, audit_splits, leakage_options
 from medhash_datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
@@ -47,6 +47,7 @@ from medhash_datasets.loading import (
     split_indices,
     top_n_vocabulary,
 )
+from medhash_datasets.registry import DATASETS
 
 OPENI_SUBDIRS = ("iu-xray", "openi")
 OPENI_HOW_TO_GET = (
@@ -77,7 +78,10 @@ OPENI_OPTIONS: dict[str, OptionSpec] = {
     "require_images": OptionSpec(
         "bool", True, help="false keeps items whose image is absent (text and label statistics only)"
     ),
+    **leakage_options("error", "report (uid)"),
 }
+#: Files of an Open-i folder (either layout), used to tell a data root that points at the dataset folder itself.
+OPENI_MARKERS = ("indiana_reports.csv", "ecgen-radiology", "NLMCXR_reports")
 
 
 @dataclass
@@ -94,6 +98,8 @@ class OpeniReport:
         Raw MeSH terms in file order (``"Opacity/lung/apex/left"``).
     images : list[tuple[str, str]]
         ``(file name, projection)`` per image; projection ``"Frontal"``, ``"Lateral"`` or ``""`` (unknown).
+    source : str
+        Where the report was read: the XML file name, or ``indiana_reports.csv row <k>`` (1-based data row).
     """
 
     uid: str
@@ -102,6 +108,7 @@ class OpeniReport:
     mesh_major: list[str] = field(default_factory=list)
     mesh_automatic: list[str] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
 
 
 def normalise_heading(term: str) -> str:
@@ -156,7 +163,7 @@ def parse_openi_xml(path: Path) -> OpeniReport:
     uid_el = root.find(".//uId")
     uid = (uid_el.get("id") if uid_el is not None else None) or path.stem
     uid = uid[3:] if uid.upper().startswith("CXR") else uid
-    report = OpeniReport(uid=uid.strip())
+    report = OpeniReport(uid=uid.strip(), source=path.name)
     for node in root.iter("AbstractText"):
         label = (node.get("Label") or "").strip().upper()
         text = clean_text("".join(node.itertext()))
@@ -228,11 +235,12 @@ def _reports_from_csv(base: Path) -> list[OpeniReport]:
     for uid, name, view in zip(proj["uid"], proj["filename"], proj["projection"]):
         images.setdefault(uid.strip(), []).append((name.strip(), view.strip()))
     out = []
-    for row in rep.itertuples(index=False):
+    for k, row in enumerate(rep.itertuples(index=False), 1):
         uid = str(row.uid).strip()
         out.append(
             OpeniReport(
                 uid=uid,
+                source=f"{paths['reports'].name} row {k}",
                 findings=clean_text(row.findings),
                 impression=clean_text(row.impression),
                 mesh_major=[clean_text(t) for t in str(row.MeSH).split(";") if clean_text(t)],
@@ -284,7 +292,10 @@ def load_openi(
         frontal image of each report in file order, further frontal images skipped as ``extra frontal view``;
         ``all``: every image is a pair); ``top_n`` (20); ``mesh`` (``major`` or ``major+automatic``, XML only);
         ``split`` (``"70,10,20"`` percentages); ``images_dir``; ``image_check``; ``require_images`` (false keeps
-        items whose image is absent, for statistics).
+        items whose image is absent, for statistics); ``case_overlap`` (``error`` default | ``merge`` | ``flag``;
+        a report in two splits cannot arise from the by-report split, so this checks the loader itself);
+        ``duplicate_images`` (``flag`` default | ``drop`` | ``error`` | ``off``; byte-identical image files of
+        different reports in two splits, see :mod:`medhash_datasets.leakage`).
 
     Returns
     -------
@@ -292,7 +303,9 @@ def load_openi(
         ``ids`` = image file names without ``.png``, ``texts`` = report text, ``image_paths``; database =
         train + validation. ``info`` records the split sizes in reports and the option values. ``skipped``
         counts: ``duplicate report``, ``empty report text``, ``no label`` (no heading in the top N),
-        ``no image``, ``no frontal image``, ``extra frontal view``, ``missing image file``, ``unreadable image``.
+        ``no image``, ``no frontal image``, ``extra frontal view``, ``duplicate image``, ``missing image file``,
+        ``unreadable image``, ``duplicate image across splits``; ``skipped_items`` names each (report uid or
+        image id, split, source XML file or CSV row, image path). ``leakage`` holds the leakage findings.
 
     Raises
     ------
@@ -305,17 +318,7 @@ def load_openi(
         raise DatasetError(f"openi: unknown label scheme {scheme!r}; valid: {', '.join(OPENI_SCHEMES)}")
     opts = parse_options("openi", options, OPENI_OPTIONS)
     fractions = _parse_split(opts["split"])
-    if data_root is None:
-        raise DatasetError(
-            "dataset 'openi' needs a data root: pass --data-root DIR or set MEDHASH_DATA_ROOT "
-            f"(expected layout DIR/iu-xray/ or DIR/openi/). {OPENI_HOW_TO_GET}"
-        )
-    candidates = [Path(data_root) / s for s in OPENI_SUBDIRS]
-    base = next((c for c in candidates if c.is_dir()), None)
-    if base is None:
-        raise DatasetError(
-            f"dataset 'openi' not found: searched {' and '.join(map(str, candidates))}. {OPENI_HOW_TO_GET}"
-        )
+    base = require_dir(data_root, OPENI_SUBDIRS, "openi", OPENI_HOW_TO_GET, markers=OPENI_MARKERS)
     has_xml = (base / "ecgen-radiology").is_dir() or (base / "NLMCXR_reports" / "ecgen-radiology").is_dir()
     layout = opts["layout"] if opts["layout"] != "auto" else ("xml" if has_xml else "csv")
     if layout == "xml" and not has_xml:
@@ -344,17 +347,17 @@ def load_openi(
 
     # One record per report: text and label headings. The vocabulary is counted over every report with text,
     # so it does not depend on the view choice or on which images are present.
-    seen: set[str] = set()
+    first_seen: dict[str, str] = {}
     texted: list[tuple[OpeniReport, str, list[str]]] = []
     spelling: dict[str, Counter[str]] = {}
     for rep in reports:
-        if rep.uid in seen:
-            skipped.add("duplicate report")
+        if rep.uid in first_seen:
+            skipped.add("duplicate report", rep.uid, source=rep.source, detail=f"first at {first_seen[rep.uid]}")
             continue
-        seen.add(rep.uid)
+        first_seen[rep.uid] = rep.source
         text = _report_text(rep, opts["text_field"])
         if not text:
-            skipped.add("empty report text")
+            skipped.add("empty report text", rep.uid, source=rep.source, detail=f"text_field={opts['text_field']}")
             continue
         terms = rep.mesh_major + (rep.mesh_automatic if opts["mesh"] == "major+automatic" else [])
         keys: list[str] = []
@@ -376,11 +379,12 @@ def load_openi(
     # view choice or on which images are present; then each report contributes its chosen images.
     labelled: list[tuple[OpeniReport, str, list[str]]] = []
     for rep, text, keys in texted:
-        keys = [k for k in keys if k in in_vocab]
-        if not keys:
-            skipped.add("no label")
+        kept_keys = [k for k in keys if k in in_vocab]
+        if not kept_keys:
+            detail = "no MeSH heading" if not keys else f"no MeSH heading among the top {opts['top_n']}"
+            skipped.add("no label", rep.uid, source=rep.source, detail=detail)
             continue
-        labelled.append((rep, text, keys))
+        labelled.append((rep, text, kept_keys))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labelled))
     n_train = int(round(fractions[0] * len(labelled)))
@@ -390,26 +394,31 @@ def load_openi(
     split_of[order[n_train : n_train + n_val]] = "validation"
     split_of[order[n_train + n_val :]] = "query"
 
-    ids: list[str] = []
-    texts: list[str] = []
-    paths: list[Path] = []
-    groups: list[str] = []
-    label_sets: list[list[str]] = []
-    reports_per_split: dict[str, set[str]] = {"train": set(), "validation": set(), "query": set()}
+    records = ItemRecords()
     missing_images = 0
     n_candidates = 0
     first_candidate: Path | None = None
-    seen_ids: set[str] = set()
+    seen_ids: dict[str, str] = {}
     for r, (rep, text, keys) in enumerate(labelled):
+        split = str(split_of[r])
+        where = {"split": split, "source": rep.source}
         if not rep.images:
-            skipped.add("no image")
+            skipped.add("no image", rep.uid, **where)
             continue
         if opts["views"] == "frontal":
             names = [name for name, view in rep.images if view.lower() == "frontal"]
             if not names:
-                skipped.add("no frontal image")
+                views = ", ".join(sorted({view or "unknown" for _, view in rep.images}))
+                skipped.add("no frontal image", rep.uid, **where, detail=f"views: {views}")
                 continue
-            skipped.add("extra frontal view", len(names) - 1)
+            for extra in names[1:]:
+                skipped.add(
+                    "extra frontal view",
+                    _item_id(extra),
+                    path=image_dir / extra,
+                    **where,
+                    detail=f"report {rep.uid} keeps {_item_id(names[0])}",
+                )
             names = names[:1]
         else:
             names = [name for name, _ in rep.images]
@@ -417,23 +426,20 @@ def load_openi(
             n_candidates += 1
             first_candidate = first_candidate or image_dir / name
             item_id = _item_id(name)
-            if item_id in seen_ids:
-                skipped.add("duplicate image")
-                continue
-            seen_ids.add(item_id)
             path = image_dir / name
+            if item_id in seen_ids:
+                skipped.add(
+                    "duplicate image", item_id, path=path, **where, detail=f"also in report {seen_ids[item_id]}"
+                )
+                continue
+            seen_ids[item_id] = rep.uid
             problem = check_image(path, opts["image_check"])
             if problem is not None:
                 if opts["require_images"]:
-                    skipped.add(problem)
+                    skipped.add(problem, item_id, path=path, **where)
                     continue
                 missing_images += 1
-            ids.append(item_id)
-            texts.append(text)
-            paths.append(path)
-            groups.append(str(split_of[r]))
-            label_sets.append(keys)
-            reports_per_split[str(split_of[r])].add(rep.uid)
+            records.add(item_id, text, path, split, keys, rep.uid, rep.source)
 
     if opts["require_images"] and n_candidates and skipped.counts["missing image file"] == n_candidates:
         raise DatasetError(
@@ -441,19 +447,24 @@ def load_openi(
             f"{OPENI_HOW_TO_GET} Pass --dataset-option images_dir=PATH if they are elsewhere, or "
             "require_images=false to load reports and labels only (statistics, no image features)."
         )
-    if not ids:
+    if not records:
         raise DatasetError(f"openi: no usable item under {base} (skipped: {skipped.as_dict()})")
+    records, leakage = audit_splits(records, opts, skipped, dataset="openi", case_kind="report (uid)")
+    reports_per_split = {s: len({c for c, g in zip(records.cases, records.groups) if g == s})
+                         for s in ("train", "validation", "query")}  # fmt: skip
     return PairedDataset(
         name="openi",
-        ids=ids,
-        labels=multi_hot(label_sets, vocab_keys),
+        ids=records.ids,
+        labels=multi_hot(records.label_sets, vocab_keys),
         label_names=[display[k] for k in vocab_keys],
-        splits=split_indices(groups),
+        splits=split_indices(records.groups),
         label_scheme=f"{scheme}-top{opts['top_n']}",
         db_includes_train=True,
-        texts=texts,
-        image_paths=paths,
+        texts=records.texts,
+        image_paths=records.paths,
         skipped=skipped.as_dict(),
+        skipped_items=skipped.items,
+        leakage=leakage,
         info={
             **opts,
             "source": str(base),
@@ -461,7 +472,7 @@ def load_openi(
             "layout": layout,
             "images_dir": str(image_dir),
             "split": f"seeded by report (seed {seed}), train,validation,query percentages {opts['split']}",
-            "reports_per_split": {k: len(v) for k, v in reports_per_split.items()},
+            "reports_per_split": reports_per_split,
             "missing_images": missing_images,
         },
     )

@@ -122,3 +122,8 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+#: The dataset registry. Loaders register here; import :mod:`medhash_datasets.loaders` (not this module) to get
+#: it filled with every loader of the project.
+DATASETS: Registry = Registry("dataset")

@@ -21,8 +21,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medhash_datasets import DATASETS
+import numpy as np
+
 from medhash_datasets.base import DatasetError, PairedDataset, require_dir
+from medhash_datasets.leakage import ItemRecords, audit_splits, leakage_options
 from medhash_datasets.loading import (
     IMAGE_CHECKS,
     OptionSpec,
@@ -34,6 +36,7 @@ from medhash_datasets.loading import (
     split_indices,
     top_n_vocabulary,
 )
+from medhash_datasets.registry import DATASETS
 
 ROCO_SUBDIR = "roco"
 ROCO_HOW_TO_GET = (
@@ -53,21 +56,27 @@ ROCO_OPTIONS: dict[str, OptionSpec] = {
     "require_images": OptionSpec(
         "bool", True, help="false keeps items whose image is absent (text and label statistics only)"
     ),
+    # ROCO's official split is by figure: 262 of the 5,175 non-radiology articles have figures in two splits,
+    # so straddling articles are flagged (recorded), not refused, by default.
+    **leakage_options("flag", "PMC article"),
 }
+ROCO_CASE_KIND = "PMC article"
+#: Sub-paths of a ROCO folder, used to tell a data root that points at the dataset folder itself.
+ROCO_MARKERS = ("test/non-radiology", "test/radiology", "validation/non-radiology")
 
 
-def _read_tsv(path: Path) -> dict[str, list[str]]:
-    """ROCO id → the remaining tab-separated fields of its line (first occurrence wins)."""
+def _read_tsv(path: Path) -> dict[str, tuple[int, list[str]]]:
+    """ROCO id → (line number, the remaining tab-separated fields of its line); first occurrence wins."""
     if not path.is_file():
         raise DatasetError(f"roco: {path} not found. {ROCO_HOW_TO_GET}")
-    out: dict[str, list[str]] = {}
+    out: dict[str, tuple[int, list[str]]] = {}
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             fields = line.split("\t")
-            out.setdefault(fields[0].strip(), fields[1:])
+            out.setdefault(fields[0].strip(), (lineno, fields[1:]))
     return out
 
 
@@ -82,8 +91,9 @@ def _semtypes(fields: list[str]) -> list[str]:
     return out
 
 
-def _image_name(fields: list[str], path: Path, roco_id: str) -> str:
-    """Target file name written by ROCO's ``scripts/fetch.py``: ``<PMCID>_<figure file>``."""
+def _image_name(fields: list[str], path: Path, roco_id: str) -> tuple[str, str]:
+    """PMC id (the article) and the target file name written by ROCO's ``scripts/fetch.py``,
+    ``<PMCID>_<figure file>``."""
     if len(fields) < 2:
         raise DatasetError(f"roco: {path}: line of {roco_id} has {len(fields) + 1} fields, expected 3")
     words = fields[0].split()
@@ -91,7 +101,7 @@ def _image_name(fields: list[str], path: Path, roco_id: str) -> str:
     if not url:
         raise DatasetError(f"roco: {path}: line of {roco_id} has no .tar.gz archive URL")
     pmc_id = url.rsplit("/", 1)[-1][: -len(".tar.gz")]
-    return f"{pmc_id}_{fields[-1].strip()}"
+    return pmc_id, f"{pmc_id}_{fields[-1].strip()}"
 
 
 @DATASETS.register("roco")
@@ -115,7 +125,11 @@ def load_roco(
         splits, ties broken by name); ``image_check`` (``exists`` | ``open`` default | ``verify``);
         ``require_images`` (bool, default true; false keeps items whose image is absent, for text and label
         statistics: ``image_paths`` then point where ``scripts/fetch.py`` would write the images and
-        ``info["missing_images"]`` counts the absent ones).
+        ``info["missing_images"]`` counts the absent ones); ``case_overlap`` (``flag`` default | ``error`` |
+        ``merge``): figures of one PMC article in two splits (ROCO's official split is by figure, so its
+        articles straddle splits; ``merge`` moves each article's figures to its majority split);
+        ``duplicate_images`` (``flag`` default | ``drop`` | ``error`` | ``off``; see
+        :mod:`medhash_datasets.leakage`).
 
     Returns
     -------
@@ -123,7 +137,9 @@ def load_roco(
         ``ids`` = ROCO ids, ``texts`` = captions, ``image_paths`` = ``<split>/<subset>/images/<PMCID>_<file>``.
         Splits: train, validation, query = test; database = train + validation. ``skipped`` counts: ``duplicate
         id``, ``empty caption``, ``no download link``, ``no label`` (no semantic type / CUI, or none in the
-        top N), ``missing image file``, ``unreadable image``.
+        top N), ``missing image file``, ``unreadable image``, ``duplicate image across splits``;
+        ``skipped_items`` names each (ROCO id, split, ``<split>/<subset>/captions.txt:<line>``, image path).
+        ``leakage`` holds the leakage findings (articles in two splits, identical images, equal captions).
 
     Raises
     ------
@@ -139,12 +155,12 @@ def load_roco(
     opts = parse_options("roco", options, ROCO_OPTIONS)
     top_n = opts["top_n"] if opts["top_n"] is not None else (20 if scheme == "cuis" else 0)
     opts["top_n"] = top_n
-    root = require_dir(data_root, ROCO_SUBDIR, "roco", ROCO_HOW_TO_GET)
+    root = require_dir(data_root, ROCO_SUBDIR, "roco", ROCO_HOW_TO_GET, markers=ROCO_MARKERS)
     subset = opts["subset"]
 
     skipped = SkipCounter()
-    seen: set[str] = set()
-    records: list[tuple[str, str, Path, str, list[str]]] = []  # id, caption, image, split, labels
+    first_seen: dict[str, str] = {}
+    candidates = ItemRecords()  # every captioned, linked record; labels filtered below
     source_files: list[Path] = []
     for folder, split in ROCO_SPLITS:
         base = root / folder / subset
@@ -153,61 +169,72 @@ def load_roco(
         raw_labels = _read_tsv(labels_file)
         links = _read_tsv(base / "dlinks.txt")
         source_files += [base / "captions.txt", labels_file, base / "dlinks.txt"]
-        for roco_id, fields in captions.items():
-            if roco_id in seen:
-                skipped.add("duplicate id")
+        for roco_id, (lineno, fields) in captions.items():
+            source = f"{folder}/{subset}/captions.txt:{lineno}"
+            where = {"split": split, "source": source}
+            if roco_id in first_seen:
+                skipped.add("duplicate id", roco_id, **where, detail=f"first listed at {first_seen[roco_id]}")
                 continue
-            seen.add(roco_id)
+            first_seen[roco_id] = source
             caption = clean_text(fields[0] if fields else "")
             if not caption:
-                skipped.add("empty caption")
+                skipped.add("empty caption", roco_id, **where)
                 continue
             if roco_id not in links:
-                skipped.add("no download link")
+                skipped.add("no download link", roco_id, **where, detail=f"no line in {folder}/{subset}/dlinks.txt")
                 continue
-            image = base / "images" / _image_name(links[roco_id], base / "dlinks.txt", roco_id)
-            fields_l = raw_labels.get(roco_id, [])
+            article, name = _image_name(links[roco_id][1], base / "dlinks.txt", roco_id)
+            fields_l = raw_labels.get(roco_id, (0, []))[1]
             labels = _semtypes(fields_l) if scheme == "semtypes" else [t.strip() for t in fields_l if t.strip()]
-            records.append((roco_id, caption, image, split, labels))
+            candidates.add(roco_id, caption, base / "images" / name, split, labels, article, source)
 
-    vocabulary = top_n_vocabulary((r[4] for r in records), top_n)
+    vocabulary = top_n_vocabulary(candidates.label_sets, top_n)
     keep_labels = set(vocabulary)
-    kept = []
+    keep = []
     missing_images = 0
     n_with_label = 0
-    for rec in records:
-        if not keep_labels.intersection(rec[4]):
-            skipped.add("no label")
+    for i, roco_id in enumerate(candidates.ids):
+        item = {"path": candidates.paths[i], "split": candidates.groups[i], "source": candidates.sources[i]}
+        if not keep_labels.intersection(candidates.label_sets[i]):
+            what = "semantic type" if scheme == "semtypes" else "CUI"
+            detail = f"no {what}" if not candidates.label_sets[i] else f"no {what} among the top {top_n}"
+            skipped.add("no label", roco_id, **item, detail=detail)
+            keep.append(False)
             continue
         n_with_label += 1
-        problem = check_image(rec[2], opts["image_check"])
+        problem = check_image(candidates.paths[i], opts["image_check"])
         if problem is not None:
             if opts["require_images"]:
-                skipped.add(problem)
+                skipped.add(problem, roco_id, **item)
+                keep.append(False)
                 continue
             missing_images += 1
-        kept.append(rec)
+        keep.append(True)
 
     if opts["require_images"] and n_with_label and skipped.counts["missing image file"] == n_with_label:
         raise DatasetError(
             f"roco: none of the {n_with_label} {subset} images is present (looked in "
-            f"{root}/<split>/{subset}/images/, e.g. {records[0][2]}). {ROCO_HOW_TO_GET} Pass --dataset-option "
+            f"{root}/<split>/{subset}/images/, e.g. {candidates.paths[0]}). {ROCO_HOW_TO_GET} Pass --dataset-option "
             "require_images=false to load captions and labels only (statistics, no image features)."
         )
-    if not kept:
+    records = candidates.subset(np.asarray(keep, dtype=bool))
+    if not records:
         raise DatasetError(f"roco: no usable {subset} item under {root} (skipped: {skipped.as_dict()})")
+    records, leakage = audit_splits(records, opts, skipped, dataset="roco", case_kind=ROCO_CASE_KIND)
     vocabulary = sorted(vocabulary) if scheme == "semtypes" else vocabulary
     return PairedDataset(
         name="roco",
-        ids=[r[0] for r in kept],
-        labels=multi_hot([r[4] for r in kept], vocabulary),
+        ids=records.ids,
+        labels=multi_hot(records.label_sets, vocabulary),
         label_names=list(vocabulary),
-        splits=split_indices([r[3] for r in kept]),
+        splits=split_indices(records.groups),
         label_scheme=scheme if scheme == "semtypes" and top_n == 0 else f"{scheme}-top{top_n}",
         db_includes_train=True,
-        texts=[r[1] for r in kept],
-        image_paths=[r[2] for r in kept],
+        texts=records.texts,
+        image_paths=records.paths,
         skipped=skipped.as_dict(),
+        skipped_items=skipped.items,
+        leakage=leakage,
         info={
             **opts,
             "source": str(root),

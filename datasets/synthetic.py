@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medhash_datasets import DATASETS
 from medhash_datasets.base import DatasetError, PairedDataset
+from medhash_datasets.registry import DATASETS
 
 _INT_OPTIONS = ("n_train", "n_validation", "n_query", "n_labels", "latent_dim", "image_dim", "text_dim")
 _FLOAT_OPTIONS = ("noise", "item_noise")

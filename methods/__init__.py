@@ -71,10 +71,24 @@ def create_method(name: str, params: dict[str, Any] | None = None, *, device: st
     return entry.cls(method_config(name, params), device=device)
 
 
+#: How reports and figures name a registry entry (registry name → display name, as the papers write it).
+DISPLAY_NAMES: dict[str, str] = {
+    "random": "Random", "cca-itq": "CCA-ITQ", "real-valued": "Real-valued", "ddbh": "DDBH", "dscph": "DScPH",
+    "ucmfh": "UCMFH", "mcmfh": "MCMFH", "mcmfh-no-moe": "MCMFH w/o MoE", "mcmfh-no-dv": "MCMFH w/o DV-MLP",
+    "mcmfh-no-gate": "MCMFH w/o gating loss", "mcmfh-no-stage1": "MCMFH w/o stage 1",
+}
+
+
+def display_name(name: str) -> str:
+    """Display name of registry entry ``name`` (``"mcmfh"`` → ``"MCMFH"``); other names are returned unchanged."""
+    return DISPLAY_NAMES.get(name, name)
+
+
 # Importing the modules registers the methods (order = listing order of variants' bases).
 from methods import baselines, ddbh, dscph, mcmfh, ucmfh  # noqa: E402,F401
 
 __all__ = [
+    "DISPLAY_NAMES",
     "METHODS",
     "ConfigError",
     "EncodedBatch",
@@ -83,6 +97,7 @@ __all__ = [
     "MethodEntry",
     "RegistryError",
     "create_method",
+    "display_name",
     "method_config",
     "register_method",
     "register_variant",

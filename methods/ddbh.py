@@ -230,12 +230,14 @@ class DDBH(SupervisedHashingMethod):
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        """lr, weight decay, epochs, quantization weight, base-point width and bound."""
+        """Shared knobs (lr, weight decay, dropout, epochs cap), quantization weight, the logistic width
+        ``r`` and base-point bound ``Ub`` (margins, as fractions of K), and the hard-tail share."""
         return {
             **suggest_common(trial),
             "lambda_quant": trial.suggest_float("lambda_quant", 0.01, 1.0, log=True),
             "r_fraction": trial.suggest_float("r_fraction", 0.08, 0.35),
             "ub_fraction": trial.suggest_float("ub_fraction", 0.1, 0.5),
+            "percent": trial.suggest_float("percent", 0.7, 0.97),
         }
 
 

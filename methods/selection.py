@@ -250,12 +250,31 @@ def validation_map_scores(
         scores = q[s:e] @ d.T
         order = np.argsort(-scores, axis=1)  # bucket counts do not depend on the order inside a tie
         ranked = np.take_along_axis(scores, order, axis=1)
-        keys = np.zeros(ranked.shape, dtype=np.int64)  # bucket id in rank order: +1 at every change of score
-        np.cumsum(ranked[:, 1:] != ranked[:, :-1], axis=1, out=keys[:, 1:])
         rel = np.take_along_axis(_relevance(ql, dl, s, e, nd), order, axis=1)
-        n, r = _bucket_counts(keys, rel, nd)
-        aps[s:e] = tie_aware_ap(n, r)
+        aps[s:e] = _ranked_ap(ranked, rel)
     return float(aps.mean())
+
+
+def _ranked_ap(ranked: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Tie-aware AP per row of scores sorted descending (c, nd) with their relevance (c, nd) bool.
+
+    Rows without equal scores (the usual case for float features) take the plain formula
+    ``(1/R) Σ_m m / t_m`` over their relevant items only; rows with ties go through the bucket counts.
+    """
+    c, nd = ranked.shape
+    same = ranked[:, 1:] == ranked[:, :-1]
+    tied = same.any(axis=1)
+    rows, cols = np.nonzero(rel)
+    hits = np.cumsum(rel, axis=1, dtype=np.int64)[rows, cols]
+    total = np.bincount(rows, minlength=c)
+    aps = np.bincount(rows, weights=hits / (cols + 1.0), minlength=c) / np.maximum(total, 1)
+    if tied.any():
+        sub = np.flatnonzero(tied)
+        keys = np.zeros((sub.size, nd), dtype=np.int64)  # bucket id in rank order: +1 at every change of score
+        np.cumsum(~same[sub], axis=1, out=keys[:, 1:])
+        n, r = _bucket_counts(keys, rel[sub], nd)
+        aps[sub] = tie_aware_ap(n, r)
+    return aps
 
 
 def _pair_labels(q_labels: Labels, db_labels: Labels, nq: int, nd: int) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -13,7 +13,8 @@ What lives here:
 - :func:`label_similarity` — ``S = [Y_a Y_bᵀ > 0]``.
 - :func:`warmup_cosine` and :func:`build_optimizer` — AdamW (decoupled weight decay) + linear warm-up over
   the first 10 % of steps + cosine decay to 0 (the authors' ``BertAdam(schedule="warmup_cosine")``).
-- :func:`validation_map` — cross-modal mAP@all on the validation split (model selection only).
+- :func:`validation_map` — tie-aware cross-modal mAP@all, validation queries against the training database
+  (:mod:`methods.selection`; model selection only).
 - :class:`SupervisedHashingMethod` — the ``fit``/``encode``/persistence skeleton with the training loop and
   validation-based early stopping; a subclass only supplies its loss module.
 """
@@ -21,6 +22,7 @@ What lives here:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +36,9 @@ from torch import Tensor, nn
 from medhash_datasets.base import FeatureSplit
 from methods.base import ConfigError, EncodedBatch, HashingMethod, MethodConfig, check_bits, check_range
 from methods.nn import EarlyStopping, InputAdapter, as_tensor, make_generator, seeded, state_to_cpu
+from methods.selection import ValidationScore, validation_score
+
+logger = logging.getLogger(__name__)
 
 #: Recorded in ``info()`` of both methods so result rows say what was run.
 REIMPLEMENTATION_NOTE = "frozen-backbone re-implementation (original fine-tunes CLIP ViT-B/32 end to end)"
@@ -181,49 +186,45 @@ def build_optimizer(
     return opt, sched
 
 
-def _average_precision(query: Tensor, db: Tensor, q_labels: Tensor, db_labels: Tensor, chunk: int = 1024) -> float:
-    """Mean average precision over the whole ranking of ``db`` by Hamming distance of ``bit = (h >= 0)``.
-
-    Ties are broken by database index (stable sort); queries without a relevant item are skipped.
-    Used only for model selection on the validation split.
-    """
-    bits = query.shape[1]
-    q = torch.where(query >= 0, 1.0, -1.0).double()
-    d = torch.where(db >= 0, 1.0, -1.0).double()
-    aps: list[Tensor] = []
-    for start in range(0, q.shape[0], chunk):
-        ham = 0.5 * (bits - q[start : start + chunk] @ d.T)
-        order = torch.sort(ham, dim=1, stable=True).indices
-        rel = label_similarity(q_labels[start : start + chunk], db_labels)
-        rel = torch.gather(rel, 1, order).double()
-        hits = rel.cumsum(dim=1)
-        ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float64, device=rel.device)
-        n_rel = rel.sum(dim=1)
-        ap = (rel * hits / ranks).sum(dim=1) / n_rel.clamp_min(1)
-        aps.append(ap[n_rel > 0])
-    allap = torch.cat(aps)
-    return float(allap.mean()) if allap.numel() else 0.0
+@torch.no_grad()
+def run_head(head: ModalityHashHead, x: np.ndarray, device: str | torch.device, name: str, chunk: int = 8192) -> np.ndarray:
+    """Relaxed codes of ``head`` for features ``x`` (n, d) in chunks of ``chunk`` rows → float32 (n, K)."""
+    if len(x) == 0:
+        return np.zeros((0, head.bits), np.float32)
+    return np.concatenate([head(as_tensor(x[s : s + chunk], device, name)).float().cpu().numpy() for s in range(0, len(x), chunk)])
 
 
 @torch.no_grad()
-def validation_map(heads: PairedHashHeads, split: FeatureSplit, device: str | torch.device) -> float:
-    """Mean of image→text and text→image mAP@all within ``split`` (each item's pair is in the database).
+def validation_map(heads: PairedHashHeads, train: FeatureSplit, validation: FeatureSplit, device: str | torch.device) -> ValidationScore:
+    """Tie-aware validation mAP: validation queries against the training database, i2t and t2i.
+
+    The protocol every method selects on (methods spec, "Common ground"; :mod:`methods.selection`):
+    relaxed codes of each modality's head, bits ``h >= 0``, Hamming ranking with tie-aware AP, relevance
+    ``y_i · y_j > 0`` (instance relevance when the validation split has no labels).
 
     Parameters
     ----------
     heads : PairedHashHeads
         Put in eval mode by the caller.
-    split : FeatureSplit
-        The validation split: features (n, d_img) / (n, d_txt), labels (n, C).
+    train : FeatureSplit
+        The database: training features (n, d_img) / (n, d_txt), labels (n, C).
+    validation : FeatureSplit
+        The queries.
+    device : str or torch.device
 
     Returns
     -------
-    float in [0, 1]
+    ValidationScore
+        ``.i2t``, ``.t2i`` and ``.mean`` in [0, 1].
     """
-    img = heads.image(as_tensor(split.image, device, "validation.image"))
-    txt = heads.text(as_tensor(split.text, device, "validation.text"))
-    lab = torch.as_tensor(np.asarray(split.labels), device=device)
-    return 0.5 * (_average_precision(img, txt, lab, lab) + _average_precision(txt, img, lab, lab))
+
+    def encode(image: np.ndarray | None = None, text: np.ndarray | None = None) -> EncodedBatch:
+        return EncodedBatch(
+            None if image is None else run_head(heads.image, image, device, "image"),
+            None if text is None else run_head(heads.text, text, device, "text"),
+        )
+
+    return validation_score(encode, train, validation, binary=True)
 
 
 @contextlib.contextmanager
@@ -272,10 +273,11 @@ class SupervisedConfig(MethodConfig):
     adapter : {"auto", "none", "linear"}
         Common ``Linear(d → 512)`` input adapter (methods spec, "Common ground"); ``auto`` = when d != 512.
     early_stopping : bool
-        Select the epoch with the best validation mAP (cross-modal mean); ``False`` keeps the last epoch
-        and never reads validation labels.
+        Select the epoch with the best validation mAP (:func:`validation_map`: tie-aware, validation queries
+        against the training database, mean of i2t and t2i); ``False`` keeps the last epoch and never reads
+        validation labels.
     eval_every : int
-        Epochs between validation evaluations.
+        Epochs between validation evaluations (1: every epoch).
     patience : int
         Evaluations without improvement before stopping.
     torch_threads : int
@@ -293,8 +295,8 @@ class SupervisedConfig(MethodConfig):
     input_norm: str = "rms"
     adapter: str = "auto"
     early_stopping: bool = True
-    eval_every: int = 5
-    patience: int = 4
+    eval_every: int = 1
+    patience: int = 10
     torch_threads: int = 1
 
     def validate(self) -> None:
@@ -316,10 +318,12 @@ class SupervisedConfig(MethodConfig):
 
 
 def suggest_common(trial: Any) -> dict[str, Any]:
-    """Optuna suggestions for the shared training knobs (lr, weight decay, epochs)."""
+    """Optuna suggestions for the shared training knobs: head lr, decoupled weight decay, head dropout and the
+    epochs cap (the epoch itself is chosen by validation mAP within the cap)."""
     return {
         "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-3, 0.5, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
         "epochs": trial.suggest_int("epochs", 20, 120, step=20),
     }
 
@@ -473,13 +477,23 @@ class SupervisedHashingMethod(HashingMethod):
                         raise FloatingPointError(f"{type(self).__name__}: training loss is not finite at epoch {epoch}")
                     for hook in self.step_hooks:
                         hook(self, epoch, step, info)
+                mean_loss = total / n_batches
                 if stopper is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
                     heads.eval()
-                    score = validation_map(heads, validation, dev)
-                    self.history_.append({"epoch": epoch, "train_loss": total / n_batches, "val_map": score})
-                    done = stopper.update(-score, _Both(heads, loss_mod))
+                    score = validation_map(heads, train, validation, dev)
+                    self.history_.append({"epoch": epoch, "train_loss": mean_loss, "val_map": score.mean,
+                                          "val_i2t": score.i2t, "val_t2i": score.t2i})
+                    logger.info("%s %d bits epoch %d/%d: loss %.4f, validation mAP %.4f (i2t %.4f, t2i %.4f)",
+                                type(self).__name__, bits, epoch, cfg.epochs, mean_loss, score.mean, score.i2t, score.t2i)
+                    done = stopper.update(-score.mean, _Both(heads, loss_mod))
                     if done:
+                        logger.info("%s: early stop after epoch %d (best validation mAP %.4f at epoch %d)",
+                                    type(self).__name__, epoch, -stopper.best,
+                                    int(self.history_[stopper.best_epoch - 1]["epoch"]))
                         break
+                else:
+                    logger.info("%s %d bits epoch %d/%d: loss %.4f, validation mAP –", type(self).__name__, bits,
+                                epoch, cfg.epochs, mean_loss)
             self.epochs_run_ = epoch
             if stopper is not None and stopper.best_state is not None:
                 stopper.restore(_Both(heads, loss_mod))
@@ -525,11 +539,7 @@ class SupervisedHashingMethod(HashingMethod):
                 continue
             if arr.shape[1] != head.in_dim:
                 raise ValueError(f"encode: {name} features have width {arr.shape[1]}, the model was trained on {head.in_dim}")
-            chunks = [
-                head(as_tensor(arr[s : s + 8192], self.device, name)).float().cpu().numpy()
-                for s in range(0, arr.shape[0], 8192)
-            ]
-            out.append(np.concatenate(chunks) if chunks else np.zeros((0, head.bits), np.float32))
+            out.append(run_head(head, arr, self.device, name))
         return EncodedBatch(out[0], out[1])
 
     # ---- persistence and info ------------------------------------------------------------------------------
@@ -589,6 +599,7 @@ __all__ = [
     "build_optimizer",
     "label_similarity",
     "rms_normalize",
+    "run_head",
     "suggest_common",
     "validation_map",
     "warmup_cosine",

@@ -51,7 +51,8 @@ def cross_modal_map():
     """``f(method_name, bits, seed=0) -> float``: mean of i2t and t2i tie-aware mAP@all of a method fitted on the
     default synthetic dataset (query split against the database split, unimodal encodes)."""
     from benchmarks.evaluation import MetricSpec, evaluate_hamming
-    from medhash_datasets import DATASETS, Features, feature_split
+    from medhash_datasets.base import Features, feature_split
+    from medhash_datasets.loaders import DATASETS
     from methods import create_method
 
     ds = DATASETS.get("synthetic")(None, seed=0)

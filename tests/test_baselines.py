@@ -1,13 +1,16 @@
-"""Reference baselines: random at chance, CCA maths, ITQ rotation, real-valued space, save/load."""
+"""Reference baselines: random at chance, CCA maths, ITQ rotation, real-valued space, save/load; the CCA ridge and
+dimension chosen on the validation split (issue 14 item 1) and rank-deficient views (issue 13 item 3)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medhash_datasets import DATASETS, Features, feature_split
-from methods import create_method
+from medhash_datasets.base import Features, FeatureSplit, feature_split
+from medhash_datasets.loaders import DATASETS
+from methods import ConfigError, create_method
 from methods.baselines import fit_cca, itq_rotation
+from methods.cca import CCARankError, CCAStatistics
 
 
 def plain_map(scores: np.ndarray, rel: np.ndarray) -> float:
@@ -89,9 +92,10 @@ def test_cca_itq_learns_and_real_valued_beats_chance(splits):
     value, chance = i2t_map(m, splits)
     assert value > chance + 0.15
     rv = create_method("real-valued").fit(splits["train"], splits["validation"], 16, seed=0)
-    assert rv.info() == {"space": "cca"}  # dims differ (128 vs 64), so the CCA space is used
+    assert rv.info()["space"] == "cca"  # dims differ (128 vs 64), so the CCA space is used
     value_rv, _ = i2t_map(rv, splits)
     assert value_rv > chance + 0.15
+    assert value_rv >= value  # the float reference never loses to its own hashed version
 
 
 def test_real_valued_uses_the_raw_space_when_dims_agree(splits):
@@ -103,9 +107,7 @@ def test_real_valued_uses_the_raw_space_when_dims_agree(splits):
 
 
 def test_cca_itq_rejects_more_bits_than_dimensions(splits):
-    from methods import ConfigError
-
-    with pytest.raises(ConfigError, match="min\\(d_img=128, d_txt=64\\)"):
+    with pytest.raises(CCARankError, match=r"needs 128 canonical directions.*rank 128 \(image, d=128\) and 64 \(text, d=64\)"):
         create_method("cca-itq").fit(splits["train"], splits["validation"], 128, seed=0)
 
 
@@ -131,3 +133,146 @@ def test_encode_before_fit_and_without_input_are_errors():
     r = create_method("random").fit(None, None, 8, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="image features, text features, or both"):
         r.encode()
+
+
+# ---- issue 13 item 3: rank-deficient views; tiny training sets ----------------------------------------------
+def _rank_one_text_pairs() -> FeatureSplit:
+    """The issue's input: 10 pairs, image 10x8 standard normal, text = one column repeated 8 times (rank 1)."""
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((10, 8)).astype(np.float32)
+    text = np.repeat(rng.standard_normal((10, 1)), 8, axis=1).astype(np.float32)
+    return FeatureSplit(image, text, np.eye(10, 2, dtype=np.uint8))
+
+
+def test_cca_itq_on_a_rank_one_view_names_the_rank_instead_of_emitting_constant_bits():
+    pairs = _rank_one_text_pairs()
+    stats = CCAStatistics(pairs.image, pairs.text)
+    assert (stats.rank_x, stats.rank_y) == (8, 1)
+    with pytest.raises(CCARankError, match=r"8 bits needs 8 canonical directions.*rank 8 \(image, d=8\) and 1 \(text, d=8\) from 10 pairs"):
+        create_method("cca-itq").fit(pairs, pairs, 8, seed=0)
+    with pytest.raises(CCARankError, match="rank 1"):
+        fit_cca(pairs.image, pairs.text, 2)
+
+
+def test_real_valued_caps_its_cca_dimension_at_the_rank_and_records_it():
+    pairs = _rank_one_text_pairs()
+    rv = create_method("real-valued", {"space": "cca", "cca_dim": 8}).fit(pairs, pairs, 8, seed=0)
+    info = rv.info()
+    assert info["cca_dim"] == 1 and info["cca_rank_text"] == 1
+    assert "capped at the training views' numerical rank 1" in info["warning"]
+    emb = rv.encode(image=pairs.image, text=pairs.text)
+    assert emb.image.shape == (10, 1) and np.isfinite(emb.image).all() and np.isfinite(emb.text).all()
+
+
+def test_tiny_and_constant_training_sets_give_named_errors_not_nan():
+    rng = np.random.default_rng(1)
+    three = FeatureSplit(rng.standard_normal((3, 16)).astype(np.float32), rng.standard_normal((3, 12)).astype(np.float32),
+                         np.ones((3, 2), np.uint8))
+    with pytest.raises(CCARankError, match="rank 2 .* from 3 pairs"):  # 3 centred pairs have rank 2 < 8 bits
+        create_method("cca-itq").fit(three, three, 8, seed=0)
+    rv = create_method("real-valued").fit(three, three, 8, seed=0)
+    assert rv.info()["cca_dim"] == 2 and np.isfinite(rv.encode(image=three.image).image).all()
+    with pytest.raises(ConfigError, match="at least 2 training pairs, got 1"):
+        create_method("real-valued").fit(FeatureSplit(three.image[:1], three.text[:1], three.labels[:1]), three, 8, 0)
+    constant = FeatureSplit(three.image, np.ones_like(three.text), three.labels)
+    with pytest.raises(CCARankError, match=r"rank 2 \(image, d=16\) and 0 \(text, d=12\)"):
+        create_method("real-valued").fit(constant, three, 8, seed=0)
+    nan = FeatureSplit(np.full_like(three.image, np.nan), three.text, three.labels)
+    with pytest.raises(ConfigError, match="image features contain NaN"):
+        create_method("cca-itq").fit(nan, three, 8, seed=0)
+
+
+# ---- issue 14 item 1: ridge and dimension chosen on the validation split ------------------------------------
+def test_cca_statistics_match_the_direct_formula():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((60, 7)) @ rng.standard_normal((7, 7))
+    y = np.column_stack([x[:, :2] + rng.standard_normal((60, 2)), rng.standard_normal((60, 3))])
+    reg = 0.3
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    cxx, cyy, cxy = xc.T @ xc / 59, yc.T @ yc / 59, xc.T @ yc / 59
+    cxx += reg * np.trace(cxx) / 7 * np.eye(7)
+    cyy += reg * np.trace(cyy) / 5 * np.eye(5)
+
+    def inv_sqrt(c):
+        w, v = np.linalg.eigh(c)
+        return v / np.sqrt(w) @ v.T
+
+    direct = np.linalg.svd(inv_sqrt(cxx) @ cxy @ inv_sqrt(cyy), compute_uv=False)[:4]
+    cca = CCAStatistics(x, y).projection(4, reg)
+    np.testing.assert_allclose(cca.corr, direct, rtol=1e-10)
+    # The regularised problem whitens to (C + ridge)^-1: wxᵀ (Cxx + λI) wx = I.
+    np.testing.assert_allclose(cca.wx.T @ cxx @ cca.wx, np.eye(4), atol=1e-10)
+
+
+def _val_map_vs_train(method, train, val) -> float:
+    """Independent validation score: the harness evaluator, validation queries vs training database."""
+    from benchmarks.evaluation.metrics import MetricSpec, evaluate_hamming
+
+    spec = MetricSpec.map_only()
+    i2t = evaluate_hamming(method.encode(image=val.image).image, method.encode(text=train.text).text, val.labels,
+                           train.labels, tie="aware", metrics=spec).get("map")
+    t2i = evaluate_hamming(method.encode(text=val.text).text, method.encode(image=train.image).image, val.labels,
+                           train.labels, tie="aware", metrics=spec).get("map")
+    return (i2t + t2i) / 2
+
+
+def test_cca_itq_ridge_is_the_validation_argmax_and_is_recorded(splits, monkeypatch):
+    import methods.baselines as baselines
+
+    grid = (1e-4, 1.0, 1e3)
+    monkeypatch.setattr(baselines, "RIDGE_GRID", grid)
+    tr, va = splits["train"], splits["validation"]
+    scores = {reg: _val_map_vs_train(create_method("cca-itq", {"reg": reg}).fit(tr, va, 16, 0), tr, va) for reg in grid}
+    chosen = create_method("cca-itq").fit(tr, va, 16, 0)
+    info = chosen.info()
+    assert info["reg_selection"] == "validation" and info["val_relevance"] == "labels"
+    assert info["reg"] == max(grid, key=lambda r: scores[r]) == 1.0  # the planted optimum is not an end point
+    assert info["val_map"] == pytest.approx(scores[1.0], abs=1e-6)
+    assert scores[1.0] > scores[1e-4] + 0.05  # the old fixed ridge over-fits
+    fixed = create_method("cca-itq", {"reg": 0.5}).fit(tr, va, 16, 0).info()
+    assert fixed["reg"] == 0.5 and fixed["reg_selection"] == "fixed (config)" and "val_map" not in fixed
+    empty = FeatureSplit(va.image[:0], va.text[:0], va.labels[:0])
+    fb = create_method("cca-itq").fit(tr, empty, 16, 0).info()
+    assert fb["reg"] == 1.0 and fb["reg_selection"] == "fallback (empty validation split)"
+
+
+def test_real_valued_selects_ridge_and_dimension_on_validation(splits, monkeypatch):
+    import methods.baselines as baselines
+    from methods.selection import validation_score
+
+    monkeypatch.setattr(baselines, "RIDGE_GRID", (1e-3, 1.0))
+    monkeypatch.setattr(baselines, "DIM_GRID", (8, 32, 128))
+    tr, va = splits["train"], splits["validation"]
+    rv = create_method("real-valued").fit(tr, va, 16, 0)
+    info = rv.info()
+    assert info["dim_grid"] == [8, 32, 64]  # 128 capped at min(d_img, d_txt) = 64: full rank, so no warning
+    assert "warning" not in info
+    scores = {
+        (reg, k): validation_score(create_method("real-valued", {"reg": reg, "cca_dim": k}).fit(tr, va, 16, 0).encode,
+                                   tr, va, binary=False).mean
+        for reg in (1e-3, 1.0) for k in (8, 32, 64)
+    }
+    best = max(scores.values())
+    assert scores[(info["reg"], info["cca_dim"])] == pytest.approx(best, abs=1e-12)
+    assert info["val_map"] == pytest.approx(best, abs=1e-6)
+    assert rv.dim == info["cca_dim"]
+
+
+def test_selection_never_sees_the_query_split(splits, monkeypatch):
+    import methods.baselines as baselines
+
+    monkeypatch.setattr(baselines, "RIDGE_GRID", (1e-2, 1.0, 1e2))
+    monkeypatch.setattr(baselines, "DIM_GRID", (16, 32))
+    d = DATASETS.get("synthetic")(None, seed=0)
+    f = Features(d.image_features, d.text_features, "precomputed")
+    q_idx = d.splits["query"]
+    d.labels = d.labels.copy()
+    d.labels[q_idx] = np.random.default_rng(9).permutation(d.labels[q_idx])  # other query labels
+    tr, va = feature_split(d, f, "train"), feature_split(d, f, "validation")
+    for name in ("cca-itq", "real-valued"):
+        a = create_method(name).fit(splits["train"], splits["validation"], 16, 0)
+        b = create_method(name).fit(tr, va, 16, 0)
+        assert a.info() == b.info()
+        for key, value in a.get_state().items():
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(value, b.get_state()[key])

@@ -17,21 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medhash_datasets import DATASETS, DatasetError
+from medhash_datasets.base import DatasetError
+from medhash_datasets.loaders import DATASETS
 from medhash_datasets.loading import check_image, parse_options, top_n_vocabulary
 from medhash_datasets.mirflickr import MIRFLICKR_LABELS, read_mat_array
 from medhash_datasets.openi import normalise_heading, parse_openi_xml
 from tests.conftest import require_dataset
+from tests.dataset_trees import medpix_record as _medpix_record
+from tests.dataset_trees import png as _png
+from tests.dataset_trees import write_jsonl as _write_jsonl
 
 realdata = pytest.mark.realdata
-
-
-def _png(path: Path, value: int = 128, size: tuple[int, int] = (8, 6), mode: str = "L") -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, value if mode == "L" else (value, value, value)).save(path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -187,22 +183,6 @@ def test_medpix_append_findings(data_root):
     assert ds.info["append_findings"] is True
     with pytest.raises(DatasetError, match=r"medpix: option append_findings='sometimes' is not a boolean"):
         DATASETS.get("medpix")(data_root, append_findings="sometimes")
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
-def _medpix_record(image: str, uid: str, caption: str, location: str = "Spine", acr: str = "3.3") -> dict:
-    return {
-        "Type": "MR",
-        "U_id": uid,
-        "image": image,
-        "Description": {"ACR Codes": acr, "Caption": caption, "Modality": "MR - T2 weighted", "Plane": "Axial"},
-        "Location": location,
-        "Location Category": "Spine and Muscles",
-    }
 
 
 def test_medpix_skips_and_counts_bad_records(tmp_path):

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import methods.dscph as dscph_mod
-from medhash_datasets import DATASETS, feature_split
-from medhash_datasets.base import Features, FeatureSplit
+from medhash_datasets.base import Features, FeatureSplit, feature_split
+from medhash_datasets.loaders import DATASETS
 from methods import METHODS, ConfigError, create_method
 from methods.dscph import (
     DScPHConfig,
@@ -72,8 +72,8 @@ def test_class_proxy_loss_stops_gradient_through_exp_weights():
 
 
 # ---- (b) adaptive triplet loss -----------------------------------------------------------------------------
-def triplet_brute_force(h: torch.Tensor, sim: torch.Tensor, k_margin: float = 2.0, k_beta: float = 2.0):
-    """The spec's rules over an explicit list of every (a, p, n) triplet."""
+def triplet_brute_force(h: torch.Tensor, sim: torch.Tensor, k_margin: float = 2.0, k_beta: float = 2.0, neg: str = "cosine"):
+    """The spec's rules over an explicit list of every (a, p, n) triplet (``neg``: similarity of the pair hinge)."""
     z = h / h.norm(dim=1, keepdim=True)
     cos = z @ z.T
     n = h.shape[0]
@@ -86,20 +86,22 @@ def triplet_brute_force(h: torch.Tensor, sim: torch.Tensor, k_margin: float = 2.
     loss = torch.stack([torch.relu(margin - d) for d in mined]).mean() if mined else h.sum() * 0
     selected = [(i, j) for i, j in pairs if float(cos[i, j].detach()) >= beta]
     if selected:
-        loss = loss + torch.stack([torch.relu(h[i] @ h[j] - beta) for i, j in selected]).mean()
+        pair = (lambda i, j: h[i] @ h[j]) if neg == "dot" else (lambda i, j: cos[i, j])
+        loss = loss + torch.stack([torch.relu(pair(i, j) - beta) for i, j in selected]).mean()
     return loss, margin, beta, len(trip), len(mined), len(pairs), len(selected)
 
 
+@pytest.mark.parametrize("neg", ["cosine", "dot"])
 @pytest.mark.parametrize(("seed", "n", "bits", "n_labels"), [(1, 9, 8, 3), (1, 12, 16, 4), (5, 12, 4, 3), (2, 12, 4, 3)])
-def test_adaptive_triplet_loss_matches_brute_force(seed, n, bits, n_labels):
+def test_adaptive_triplet_loss_matches_brute_force(seed, n, bits, n_labels, neg):
     gen = torch.Generator().manual_seed(seed)
     labels = (torch.rand(n, n_labels, generator=gen) < 0.35).double()
     labels[labels.sum(1) == 0, 0] = 1
     proto = torch.randn(n_labels, bits, generator=gen, dtype=torch.float64)  # label-driven codes plus noise
     h = torch.tanh(labels @ proto + torch.randn(n, bits, generator=gen, dtype=torch.float64)).requires_grad_(True)
     sim = label_similarity(labels)
-    loss, info = adaptive_triplet_loss(h, sim)
-    ref, margin, beta, n_trip, n_mined, n_pairs, n_sel = triplet_brute_force(h, sim)
+    loss, info = adaptive_triplet_loss(h, sim, neg_pair_similarity=neg)
+    ref, margin, beta, n_trip, n_mined, n_pairs, n_sel = triplet_brute_force(h, sim, neg=neg)
     assert n_mined > 0 and n_sel > 0  # both terms are exercised
     assert info["margin"] == pytest.approx(margin, rel=1e-12)
     assert info["beta"] == pytest.approx(beta, rel=1e-12)
@@ -250,7 +252,28 @@ def test_early_stopping_restores_the_best_evaluated_epoch(name, small):
     assert [h["epoch"] for h in m.history_] == [1, 2, 3, 4, 5, 6]
     best = int(np.argmax(scores))
     assert m.best_epoch_ == best + 1
-    assert validation_map(m.heads, small["validation"], "cpu") == pytest.approx(scores[best], abs=1e-12)
+    assert validation_map(m.heads, small["train"], small["validation"], "cpu").mean == pytest.approx(scores[best], abs=1e-12)
+    # Independent re-computation by the harness evaluator: validation queries against the training database.
+    from benchmarks.evaluation.metrics import MetricSpec, evaluate_hamming
+
+    tr, va = small["train"], small["validation"]
+    spec = MetricSpec.map_only()
+    i2t = evaluate_hamming(m.encode(image=va.image).image, m.encode(text=tr.text).text, va.labels, tr.labels,
+                           tie="aware", metrics=spec).get("map")
+    t2i = evaluate_hamming(m.encode(text=va.text).text, m.encode(image=tr.image).image, va.labels, tr.labels,
+                           tie="aware", metrics=spec).get("map")
+    assert (i2t + t2i) / 2 == pytest.approx(scores[best], abs=1e-10)
+
+
+@pytest.mark.parametrize("name", SUPERVISED)
+def test_one_progress_line_per_epoch(name, small, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="methods"):
+        create_method(name, {**FAST, "epochs": 4, "patience": 100}).fit(small["train"], small["validation"], 16, 0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "methods.supervised" and " epoch " in r.getMessage()]
+    assert len(lines) == 4
+    assert all(f"epoch {e}/4: loss " in line and "validation mAP 0." in line for e, line in zip(range(1, 5), lines))
 
 
 @pytest.mark.parametrize("name", SUPERVISED)
@@ -307,6 +330,28 @@ def test_warmup_cosine_schedule():
 
 
 # ---- learning on the synthetic dataset -------------------------------------------------------------------
+def test_dscph_at_64_bits_beats_random_by_a_clear_margin(cross_modal_map):
+    # Issue 14 item 2: with the authors' raw inner product the negative-pair hinge swamps the loss at 64 bits;
+    # the default cosine form must learn there as well as at 16 bits.
+    dscph, rnd = cross_modal_map("dscph", 64), cross_modal_map("random", 64)
+    assert dscph > rnd + 0.3, (dscph, rnd)
+
+
+def test_negative_pair_similarity_defaults_to_cosine_and_raw_ip_is_a_variant():
+    m = create_method("dscph")
+    assert m.config.neg_pair_similarity == "cosine"
+    assert "deviation" in m.info() and "raw inner product" in m.info()["deviation"]
+    raw = create_method("dscph-raw-ip")
+    assert METHODS.get("dscph-raw-ip").base == "dscph"
+    assert raw.config.neg_pair_similarity == "dot" and raw.info()["neg_pair_similarity"] == "dot"
+    # The two forms differ exactly in the hinge: cosine vs h_a·h_n on the same selected pairs.
+    gen = torch.Generator().manual_seed(0)
+    h = torch.tanh(torch.randn(10, 64, generator=gen, dtype=torch.float64))
+    sim = label_similarity((torch.rand(10, 3, generator=gen) < 0.4).double())
+    (_, i_cos), (_, i_dot) = (adaptive_triplet_loss(h, sim, neg_pair_similarity=v) for v in ("cosine", "dot"))
+    assert i_cos == i_dot  # same margins and selections
+
+
 def test_dscph_learns_on_synthetic_beyond_random_and_cca_itq(cross_modal_map):
     dscph, cca, rnd = (cross_modal_map(m, 16) for m in ("dscph", "cca-itq", "random"))
     assert dscph > rnd + 0.3, (dscph, rnd)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import cli
-from medhash_datasets import DATASETS, DatasetError, PairedDataset
+from medhash_datasets.base import DatasetError, PairedDataset
 from medhash_datasets.encoders import ENCODERS, EncoderError
 from medhash_datasets.encoders import biomedclip as bmc
 from medhash_datasets.encoders.base import Encoder, load_rgb
@@ -23,6 +23,7 @@ from medhash_datasets.features import (
     extract_features,
     load_or_extract_features,
 )
+from medhash_datasets.loaders import DATASETS
 
 N_ITEMS = 10
 

@@ -293,7 +293,7 @@ def test_data_info_command_on_real_text_only_roco(data_root, capsys):
 
     if not (data_root / "roco").is_dir():
         pytest.skip(f"dataset folder {data_root / 'roco'} absent")
-    from medhash_datasets import DATASETS
+    from medhash_datasets.loaders import DATASETS
 
     ds = DATASETS.get("roco")(data_root, label_scheme="cuis", require_images="false")
     assert main(["data", "info", "roco", "--data-root", str(data_root), "--label-scheme", "cuis", "--top", "3"]) == 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import graphlib
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 #: folder -> import name (``datasets/`` is installed as ``medhash_datasets``, see pyproject.toml).
@@ -21,7 +22,8 @@ def _module_name(path: Path) -> str:
 
 
 def _project_modules() -> dict[str, Path]:
-    return {_module_name(p): p for folder in PACKAGES for p in (ROOT / folder).rglob("*.py")}
+    return {_module_name(p): p for folder in PACKAGES for p in (ROOT / folder).rglob("*.py") if p.name != "__init__.py"
+}
 
 
 def _type_checking_lines(tree: ast.Module) -> set[int]:
@@ -83,7 +85,7 @@ def test_data_flows_one_way() -> None:
 def test_every_package_folder_is_installed() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
-    found = {_module_name(p) for folder in PACKAGES for p in (ROOT / folder).rglob("__init__.py")}
+    found = {_module_name(p) for folder in PACKAGES for p in (ROOT / folder).rglob("__init__.py")} | {"medhash_datasets"}
     assert found == listed, f"missing from pyproject: {sorted(found - listed)}, stale: {sorted(listed - found)}"
     assert config["package-dir"] == {"medhash_datasets": "datasets"}
 
@@ -92,6 +94,12 @@ def test_benchmark_modules_stay_small() -> None:
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "benchmarks").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_loader_folder_does_not_shadow_hugging_face_datasets() -> None:
+    """``datasets/`` has no ``__init__.py``: from the repository root a regular package ``datasets`` found first on
+    ``sys.path`` would hide Hugging Face ``datasets`` (sentence-transformers imports it when installed)."""
+    assert not (ROOT / "datasets" / "__init__.py").exists()
 
 
 def test_no_module_imports_hugging_face_name() -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_ucmfh import random_split, reference_map
 
-from medhash_datasets import DATASETS, feature_split
-from medhash_datasets.base import Features
+from medhash_datasets.base import Features, feature_split
+from medhash_datasets.loaders import DATASETS
 from methods import METHODS, create_method
 from methods.base import ConfigError
 from methods.mcmfh import (

@@ -43,7 +43,7 @@ def test_unknown_name_lists_valid_ones():
 
 
 def test_project_registries_hold_the_baselines_and_synthetic():
-    from medhash_datasets import DATASETS
+    from medhash_datasets.loaders import DATASETS
     from methods import METHODS
 
     assert {"random", "cca-itq", "real-valued"} <= set(METHODS.names())

@@ -85,11 +85,16 @@ def test_codes_agree_with_harness_evaluator(bits):
     assert ours == pytest.approx(ref, abs=1e-10)
 
 
-def test_scores_agree_with_harness_evaluator_with_exact_ties():
+@pytest.mark.parametrize("ties", ["none", "all rows", "some rows"])
+def test_scores_agree_with_harness_evaluator(ties):
     rng = np.random.default_rng(7)
     q = rng.standard_normal((50, 12))
     db = rng.standard_normal((120, 12))
-    db[60:90] = db[:30] * 2.0  # equal cosine to rows 0..29: exact ties
+    if ties == "all rows":
+        db[60:90] = db[:30] * 2.0  # equal cosine to rows 0..29 for every query: exact ties
+    elif ties == "some rows":
+        db[1] = db[0] * np.r_[-1.0, np.ones(11)]  # mirror image in coordinate 0:
+        q[::2, 0] = 0.0  # ... ties with item 0 exactly for the even queries only
     lq = (rng.random((50, 5)) < 0.3).astype(np.uint8)
     ld = (rng.random((120, 5)) < 0.3).astype(np.uint8)
     ours = validation_map_scores(q, db, lq, ld, chunk_pairs=1000)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medhash_datasets import DATASETS, DatasetError
+from medhash_datasets.base import DatasetError
+from medhash_datasets.loaders import DATASETS
 
 
 def load(**kw):

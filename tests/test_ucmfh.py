@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from medhash_datasets import DATASETS, feature_split
-from medhash_datasets.base import Features, FeatureSplit
+from medhash_datasets.base import Features, FeatureSplit, feature_split
+from medhash_datasets.loaders import DATASETS
 from methods import METHODS, create_method
 from methods.base import ConfigError
 from methods.ucmfh import UCMFH, TransformerFusion, UCMFHConfig

@@ -8,6 +8,8 @@ Examples::
 
 ``data info`` loads real datasets in metadata mode (``require_images=false``: absent images are counted,
 not skipped) unless ``--check-images`` is given, so it works on text-only copies such as ROCO without images.
+It lists every skipped record (reason, id, split, source line, image path) and every leakage finding between
+splits (:meth:`PairedDataset.audit` holds the same as a dict).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace, root) -> int:
     from tabulate import tabulate
 
-    from medhash_datasets import DATASETS
+    from medhash_datasets.loaders import DATASETS
 
     loader = DATASETS.get(args.name)
     options: dict[str, str] = loader_options(args.dataset_option, seed_flag="--seed")
@@ -123,8 +125,17 @@ def _info(args: argparse.Namespace, root) -> int:
     print()
     if ds.skipped:
         print(tabulate(sorted(ds.skipped.items()), headers=["skipped because", "records"], tablefmt="github"))
+        if ds.skipped_items:
+            print()
+            keys = ("reason", "id", "split", "source", "path", "detail")
+            rows = [[item.get(k) or "" for k in keys] for item in ds.skipped_items]
+            print(f"skipped records ({len(rows)}, every one):")
+            print(tabulate(rows, headers=list(keys), tablefmt="github", disable_numparse=True))
     else:
         print("skipped: none")
+    print()
+    leakage = ds.format_leakage(first=None)
+    print(leakage if leakage else "leakage: not checked (the loader has no splits from source files)")
     print()
     for key in sorted(ds.info):
         print(f"{key}: {ds.info[key]}")

@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Load the dataset, extract (or find) its features, print a summary; returns 0."""
-    from medhash_datasets import DATASETS, resolve_data_root
+    from medhash_datasets.base import resolve_data_root
     from medhash_datasets.features import extract_features
+    from medhash_datasets.loaders import DATASETS
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")

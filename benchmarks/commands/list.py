@@ -17,8 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _registries() -> dict[str, object]:
     from benchmarks.search.registry import ENGINES
-    from medhash_datasets import DATASETS
     from medhash_datasets.encoders import ENCODERS
+    from medhash_datasets.loaders import DATASETS
     from methods import METHODS
 
     return {"methods": METHODS, "datasets": DATASETS, "encoders": ENCODERS, "engines": ENGINES}

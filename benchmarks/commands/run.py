@@ -87,10 +87,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmarks.results import iter_rows
     from benchmarks.cell import RunSpec
+    from benchmarks.results import iter_rows
     from benchmarks.runner import run, summary_tables
-    from medhash_datasets import DATASETS, resolve_data_root
+    from medhash_datasets.base import resolve_data_root
+    from medhash_datasets.loaders import DATASETS
     from methods import METHODS
 
     if not args.bits:

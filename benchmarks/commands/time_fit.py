@@ -86,8 +86,9 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from benchmarks.commands.run import parse_param_values
-    from medhash_datasets import DATASETS, feature_split, resolve_data_root
+    from medhash_datasets.base import feature_split, resolve_data_root
     from medhash_datasets.features import load_or_extract_features
+    from medhash_datasets.loaders import DATASETS
     from methods import create_method
 
     if args.bits < 8:

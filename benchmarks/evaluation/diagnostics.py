@@ -26,8 +26,8 @@ from benchmarks.evaluation.convention import binarize
 
 __all__ = ["DIAGNOSTIC_FIELDS", "code_diagnostics", "diagnostic_fields", "packed_diagnostics"]
 
-#: rows unpacked at once when counting ones per bit (bounds the (rows, K) temporary to 64 MiB at K = 1024)
-_ROWS_PER_PASS = 1 << 16
+#: bit ``b`` (little-endian) of every byte value: ``_BYTE_BITS[v, b]``, shape (256, 8), int64
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
 
 #: flat fields :func:`diagnostic_fields` adds to every result row (None for real-valued evaluations)
 DIAGNOSTIC_FIELDS: tuple[str, ...] = (
@@ -40,6 +40,17 @@ DIAGNOSTIC_FIELDS: tuple[str, ...] = (
     "degenerate_codes",
     "degenerate_reason",
 )
+
+
+def _count_distinct_rows(words: np.ndarray) -> int:
+    """Distinct rows of ``(n, W)`` uint64 words, by sorting and counting changes (``np.unique`` is slower)."""
+    if words.shape[0] == 0:
+        return 0
+    if words.shape[1] == 1:
+        s = np.sort(words[:, 0])
+        return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
+    s = words[np.lexsort(words.T[::-1])]
+    return 1 + int(np.count_nonzero((s[1:] != s[:-1]).any(axis=1)))
 
 
 def packed_diagnostics(packed: np.ndarray, n_bits: int) -> dict[str, Any]:
@@ -69,15 +80,10 @@ def packed_diagnostics(packed: np.ndarray, n_bits: int) -> dict[str, Any]:
                          f"got {packed.dtype} {packed.shape}")
     n = int(packed.shape[0])
     words = packed_words(packed, n_bits)
-    if n == 0:
-        n_distinct = 0
-    elif words.shape[1] == 1:
-        n_distinct = int(np.unique(words[:, 0]).size)
-    else:
-        n_distinct = int(np.unique(words, axis=0).shape[0])
-    ones = np.zeros(n_bits, dtype=np.int64)
-    for s in range(0, n, _ROWS_PER_PASS):
-        ones += np.unpackbits(packed[s : s + _ROWS_PER_PASS], axis=1, count=n_bits, bitorder="little").sum(axis=0, dtype=np.int64)
+    n_distinct = _count_distinct_rows(words)
+    # ones per bit: a histogram of each byte column, times the bits of every byte value (O(n) per byte)
+    ones = np.concatenate([np.bincount(packed[:, j], minlength=256) @ _BYTE_BITS for j in range(packed.shape[1])])
+    ones = ones[:n_bits]
     balance = ones / n if n else np.full(n_bits, np.nan)
     constant = np.flatnonzero((ones == 0) | (ones == n)).tolist() if n >= 2 else []
     reasons = []

@@ -1,8 +1,19 @@
-"""Report assembly: check the request, build every table, write Markdown/LaTeX files and figures."""
+"""Report assembly: check the request, build every table, write Markdown/LaTeX files, figures, the rows export
+and a manifest into one report folder.
+
+A report folder holds one report's output only: everything is written into a temporary sibling folder that then
+replaces ``out`` (the old folder is removed after the swap), so no stale table or figure of an earlier report
+survives. ``out`` is refused when it holds files a report never writes (e.g. a run folder's ``*.jsonl``).
+The folder ships with :data:`~benchmarks.report.source.EXPORT_NAME`, the rows the report used, so
+``report OUT --out OUT2`` regenerates the same tables.
+"""
 
 from __future__ import annotations
 
-import json
+import datetime as _dt
+import os
+import secrets
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.report.rows import (
+    NoTable,
     ReportError,
     _is_number,
     check_one_configuration,
@@ -18,10 +30,15 @@ from benchmarks.report.rows import (
     metric_choices,
     normalise_rows,
     select,
+    split_configurations,
 )
 from benchmarks.report.significance import significance_table
+from benchmarks.report.source import EXPORT_NAME, MANIFEST_NAME, Source, load_source, write_export
 from benchmarks.report.table import Table, latex_document
-from benchmarks.report.tables import ablation_table, efficiency_table, engine_table, main_table
+from benchmarks.report.tables import ablation_table, efficiency_table, engine_table, main_table, tuning_table
+
+#: File kinds a report folder may hold (what reports and pdflatex runs on ``tables.tex`` write).
+REPORT_SUFFIXES = (".md", ".tex", ".png", ".pdf", ".json", ".gz", ".aux", ".log", ".out")
 
 
 @dataclass
@@ -64,9 +81,13 @@ def check_request(df: pd.DataFrame, *, metric: str, tie: str, protocols: Sequenc
 
 def build_tables(
     rows: pd.DataFrame, *, headline: str = "mcmfh", metric: str = "map", tie: str = "aware",
-    protocols: Sequence[str] | None = None,
+    protocols: Sequence[str] | None = None, split_configs: bool = False,
 ) -> tuple[list[Table], list[str]]:
     """Every table the rows allow, per dataset and protocol; also the reasons a table was left out.
+
+    With ``split_configs`` each configuration of a method is its own row
+    (:func:`~benchmarks.report.rows.split_configurations`; what differs is noted under the main tables) instead
+    of a refusal.
 
     Raises
     ------
@@ -75,38 +96,80 @@ def build_tables(
         (dataset, variant, bits) holds several configurations (:func:`check_one_configuration`).
     """
     df = normalise_rows(rows)
+    split_notes: list[str] = []
+    if split_configs:
+        df, split_notes = split_configurations(df)
     check_request(df, metric=metric, tie=tie, protocols=protocols)
     check_one_configuration(df[df["protocol"] != "efficiency"])
     acc = df[df["protocol"].isin(("unimodal", "paired"))]
     protocols = list(protocols) if protocols else [p for p in ("unimodal", "paired") if p in set(acc["protocol"])]
     tables: list[Table] = []
     skipped: list[str] = []
+    kw = {"metric": metric, "tie": tie}
     for dataset in sorted(set(df.loc[df["protocol"] != "efficiency", "dataset"].dropna())):
         for protocol in protocols:
             try:
-                tables.append(main_table(df, dataset=dataset, protocol=protocol, metric=metric, tie=tie, headline=headline))
+                main = main_table(df, dataset=dataset, protocol=protocol, headline=headline, **kw)
             except ReportError as err:
                 skipped.append(f"main table: {err}")
                 continue
-            abl = ablation_table(df, dataset=dataset, protocol=protocol, metric=metric, tie=tie, headline=headline)
-            if abl is None:
-                skipped.append(f"ablation table {dataset}/{protocol}: no variants of {headline!r} in the rows")
-            else:
-                tables.append(abl)
-            sig = significance_table(df, dataset=dataset, protocol=protocol, metric=metric, tie=tie, headline=headline)
-            if sig is None:
-                skipped.append(f"significance {dataset}/{protocol}: no rows of headline method {headline!r}")
-            else:
-                tables.append(sig)
+            main.notes += [n for n in split_notes if f" on {dataset} " in n]
+            tables.append(main)
+            for make in (ablation_table, significance_table):
+                try:
+                    tables.append(make(df, dataset=dataset, protocol=protocol, headline=headline, **kw))
+                except NoTable as why:
+                    skipped.append(str(why))
         try:
-            tables.append(efficiency_table(df, dataset=dataset, protocol=protocols[0] if protocols else "unimodal",
-                                           metric=metric, tie=tie))
+            tables.append(efficiency_table(df, dataset=dataset, protocol=protocols[0] if protocols else "unimodal", **kw))
         except ReportError as err:
             skipped.append(f"efficiency table: {err}")
+        try:
+            tables.append(tuning_table(df, dataset=dataset))
+        except NoTable as why:
+            skipped.append(str(why))
     eng = engine_table(df)
     if eng is not None:
         tables.append(eng)
     return tables, skipped
+
+
+def _blocker(out: Path) -> Path | None:
+    return next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``out`` that cannot become a report folder.
+
+    Raises
+    ------
+    ReportError
+        If ``out`` (or a folder above it) is an existing file, or ``out`` holds a file a report never writes
+        (anything but :data:`REPORT_SUFFIXES`, or a hidden file): replacing it would lose that file.
+    """
+    blocker = _blocker(out)
+    if blocker is not None:
+        raise ReportError(f"output path {out} cannot be a folder: {blocker} is an existing file (choose another --out)")
+    if not out.is_dir():
+        return
+    for path in sorted(out.rglob("*")):
+        if path.is_dir():
+            continue
+        rel = path.relative_to(out)
+        if any(part.startswith(".") for part in rel.parts) or not path.name.endswith(REPORT_SUFFIXES):
+            raise ReportError(f"--out {out} holds {rel}, which a report does not write; a report replaces its "
+                              "folder as a whole: choose an empty folder or an earlier report's folder")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Make ``tmp`` the folder ``out`` (an existing ``out`` is moved aside, then removed)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_report(
@@ -121,12 +184,19 @@ def build_report(
     figures: bool = True,
     study: str | None = None,
     storage: str | None = None,
+    recursive: bool = False,
+    run_ids: Sequence[str] = (),
+    labels: Sequence[str] = (),
+    split_configs: bool = False,
 ) -> Report:
-    """Build tables (and figures) from the rows saved under ``run_dir``; nothing is retrained.
+    """Build tables (and figures) from the rows of ``run_dir`` (:func:`~benchmarks.report.source.load_source`);
+    nothing is retrained.
 
-    Writes ``out/tables.md`` (all tables) and ``out/<table>.md`` when ``"md"`` is in ``formats``;
-    ``out/<table>.tex`` fragments plus a standalone ``out/tables.tex`` when ``"latex"`` is; figures as PNG and
-    PDF under ``out/figures/``; with ``study``, that Optuna study's history and parameter importances.
+    Writes into ``out`` (replacing it as a whole): ``tables.md`` (all tables) and ``<table>.md`` when ``"md"`` is
+    in ``formats``; ``<table>.tex`` fragments plus a standalone ``tables.tex`` when ``"latex"`` is; figures as PNG
+    and PDF under ``figures/`` (page and ``_col`` column width); with ``study``, that Optuna study's history and
+    parameter importances; always :data:`EXPORT_NAME` (the rows used) and :data:`MANIFEST_NAME` (source,
+    selection, options, files).
 
     Rows whose ``value`` is missing or not a number are left out and counted in :attr:`Report.warnings`.
 
@@ -135,43 +205,81 @@ def build_report(
     FileNotFoundError
         If ``run_dir`` does not exist.
     ReportError
-        If it holds no result rows, a line is not a JSON row, ``out`` (or a folder above it) is an existing file,
-        a request cannot be answered (:func:`build_tables`), or no table can be built.
+        If it holds no result rows (or only in nested run folders, without ``recursive``), a line is not a JSON
+        row, a run id / label matches nothing, ``out`` cannot be replaced (:func:`check_out`), a request cannot be
+        answered (:func:`build_tables`), or no table can be built.
     """
-    from benchmarks.results import load_rows
-    from medhash_datasets.cache_io import atomic_write_text
+    from medhash_datasets.cache_io import atomic_write_json
 
     out = Path(out)
-    blocker = next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)
-    if blocker is not None:
-        raise ReportError(f"output path {out} cannot be a folder: {blocker} is an existing file (choose another --out)")
-    try:
-        rows = load_rows(Path(run_dir))
-    except ValueError as err:  # a damaged line: the message names file and line
-        raise ReportError(str(err)) from None
-    if rows.empty:
-        raise ReportError(f"no result rows under {run_dir} (expected cells/**/*.jsonl written by `run`)")
-    notes: list[str] = []
-    n_bad = int(invalid_values(rows).sum())
-    if n_bad:
-        example = _file_with_invalid_value(Path(run_dir))
-        notes.append(f"{n_bad} result row{'s' if n_bad != 1 else ''} without a numeric 'value' left out"
-                     + (f" (e.g. in {example})" if example else ""))
-    tables, skipped = build_tables(rows, headline=headline, metric=metric, tie=tie, protocols=protocols)
+    check_out(out)
+    src = load_source(run_dir, recursive=recursive, run_ids=run_ids, labels=labels)
+    rows = src.rows
+    notes = invalid_note(src)
+    tables, skipped = build_tables(rows, headline=headline, metric=metric, tie=tie, protocols=protocols,
+                                   split_configs=split_configs)
     if not tables:
         raise ReportError(f"no table could be built from {run_dir}: " + "; ".join(skipped))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.building-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        written = _write_all(tmp, src, tables, skipped, formats=formats, headline=headline, metric=metric, tie=tie,
+                             protocols=protocols, figures=figures, study=study, storage=storage,
+                             split_configs=split_configs)
+        used = [r for r in src.records if _is_number(r.get("value"))]
+        digest = write_export(tmp / EXPORT_NAME, used)
+        written.append(tmp / EXPORT_NAME)
+        manifest = {
+            "source": src.label, "selection": src.selection, "rows": len(used), "export": EXPORT_NAME,
+            "export_sha256": digest, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "options": {"formats": list(formats), "headline": headline, "metric": metric, "tie": tie,
+                        "protocols": list(protocols) if protocols else None, "figures": figures,
+                        "split_configs": split_configs, "study": study},
+            "regenerate": f"python -m benchmarks report {out} --out {out}",
+            "files": sorted(str(p.relative_to(tmp)) for p in [*written, tmp / MANIFEST_NAME]),
+            "skipped": skipped, "warnings": notes,
+        }
+        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+        written.append(tmp / MANIFEST_NAME)
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    files = [out / p.relative_to(tmp) for p in written]
+    return Report(out=out, tables=tables, files=files, skipped=skipped, warnings=notes)
+
+
+def invalid_note(src: Source) -> list[str]:
+    n_bad = int(invalid_values(src.rows).sum()) if len(src.rows) else 0
+    if not n_bad:
+        return []
+    where = f" (e.g. in {src.invalid_example})" if src.invalid_example else ""
+    return [f"{n_bad} result row{'s' if n_bad != 1 else ''} without a numeric 'value' left out{where}"]
+
+
+def _write_all(
+    folder: Path, src: Source, tables: list[Table], skipped: list[str], *, formats: Sequence[str], headline: str,
+    metric: str, tie: str, protocols: Sequence[str] | None, figures: bool, study: str | None, storage: str | None,
+    split_configs: bool,
+) -> list[Path]:
+    """Write the tables and figures of one report into ``folder``; returns the paths written."""
+    from medhash_datasets.cache_io import atomic_write_text
+
     files: list[Path] = []
     if "md" in formats:
         for t in tables:
-            files.append(out / f"{t.name}.md")
+            files.append(folder / f"{t.name}.md")
             atomic_write_text(files[-1], t.to_markdown())
-        files.append(out / "tables.md")
-        atomic_write_text(files[-1], f"# Report for {Path(run_dir)}\n\n" + "\n".join(t.to_markdown() for t in tables))
+        head = (f"# Report for {src.label}\n\nRows used: [`{EXPORT_NAME}`]({EXPORT_NAME}) (regenerate this report "
+                f"with `python -m benchmarks report <this folder> --out <folder>`).\n\n")
+        files.append(folder / "tables.md")
+        atomic_write_text(files[-1], head + "\n".join(t.to_markdown() for t in tables))
     if "latex" in formats:
         for t in tables:
-            files.append(out / f"{t.name}.tex")
+            files.append(folder / f"{t.name}.tex")
             atomic_write_text(files[-1], t.to_latex())
-        files.append(out / "tables.tex")
+        files.append(folder / "tables.tex")
         atomic_write_text(files[-1], latex_document(tables))
     if figures or study:
         from benchmarks.report import figures as figs
@@ -179,28 +287,14 @@ def build_report(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             if figures:
-                made, why = figs.all_figures(normalise_rows(rows), out / "figures", headline=headline, metric=metric,
-                                             tie=tie, protocols=protocols)
+                df = normalise_rows(src.rows)
+                df = split_configurations(df)[0] if split_configs else df
+                made, why = figs.all_figures(df, folder / "figures", headline=headline, metric=metric, tie=tie,
+                                             protocols=protocols)
                 files.extend(made)
                 skipped.extend(why)
             if study:
-                made, why = figs.study_figures(study, storage, out / "figures")
+                made, why = figs.study_figures(study, storage, folder / "figures")
                 files.extend(made)
                 skipped.extend(why)
-    return Report(out=out, tables=tables, files=files, skipped=skipped, warnings=notes)
-
-
-def _file_with_invalid_value(run_dir: Path) -> Path | None:
-    """The first ``*.jsonl`` file under ``run_dir`` holding a row without a numeric ``value`` (or ``None``)."""
-    for path in sorted(run_dir.rglob("*.jsonl")):
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if not _is_number(row.get("value") if isinstance(row, dict) else None):
-                    return path
-    return None
+    return files

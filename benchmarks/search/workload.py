@@ -1,5 +1,6 @@
-"""Databases and queries for the efficiency study: packed codes drawn with a trained database's bit
-frequencies (or uniformly), float features drawn from the real features' statistics, replicated to size."""
+"""Databases and queries for the efficiency study: packed codes drawn uniformly, trained codes replicated with
+fresh ids (or extended with draws from their bit frequencies), float features replicated or drawn from the
+real features' statistics; the study's shared constants."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_ENGINES = ("popcount", "BFlat", "BHash4", "numpy-ip", "FlatIP")
+DEFAULT_ENGINES = ("popcount", "BFlat", "hash-ball", "BHash4", "numpy-ip", "FlatIP")
 DEFAULT_DB_SIZES = (1_000, 10_000, 100_000, 1_000_000)
 #: Width of BiomedCLIP image/text embeddings, the real-valued reference dimension.
 BIOMEDCLIP_DIM = 512
@@ -19,7 +20,10 @@ TASK_SIDES = {"i2t": ("image", "text"), "t2i": ("text", "image"), "i2i": ("image
 _DRAW_CHUNK = 1 << 16
 #: Timers selectable with ``--clock``: wall-clock latency, or the CPU time of this process.
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-
+#: How a trained database is grown to the largest size: ``replicate`` repeats the real codes (and features)
+#: cyclically, each copy a new item with a fresh id (row index); ``bit-frequencies`` keeps the real codes once and
+#: draws the rest bit by bit with the real codes' per-bit frequencies (Gaussian draws for features).
+GROWTH = ("replicate", "bit-frequencies")
 
 
 def pack_codes(bits: np.ndarray) -> np.ndarray:
@@ -129,9 +133,48 @@ def extend_features(real: np.ndarray, n: int, rng: np.random.Generator) -> np.nd
 
 
 def cycle_rows(x: np.ndarray, n: int) -> np.ndarray:
-    """``n`` rows of ``x`` (repeated cyclically when ``x`` has fewer)."""
+    """``n`` rows of ``x`` (repeated cyclically when ``x`` has fewer): row ``i`` is ``x[i % len(x)]``.
+
+    Used to grow a database by replication: every copy is a new item whose id is its row index (a fresh id),
+    so exact engines see ``ceil(n / len(x))`` items per real code, tied and ordered by id.
+
+    Returns shape ``(n, x.shape[1])``, contiguous, same dtype as ``x``."""
     reps = -(-n // x.shape[0])
     return np.ascontiguousarray(np.concatenate([x] * reps, axis=0)[:n]) if reps > 1 else np.ascontiguousarray(x[:n])
+
+
+def grow_codes(real: np.ndarray, n: int, bits: int, rng: np.random.Generator, growth: str) -> np.ndarray:
+    """A database of ``n`` packed codes grown from the real ones by ``growth`` (see :data:`GROWTH`).
+
+    Parameters
+    ----------
+    real : np.ndarray, shape (n_real, ceil(bits/8)), uint8
+    growth : {"replicate", "bit-frequencies"}
+
+    Returns
+    -------
+    np.ndarray, shape (n, ceil(bits/8)), uint8; its first ``min(n, n_real)`` rows are ``real``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``growth``.
+    """
+    if growth == "replicate":
+        return cycle_rows(real, n)
+    if growth == "bit-frequencies":
+        return extend_codes(real, n, bits, rng)
+    raise ValueError(f"unknown database growth {growth!r}; valid: {', '.join(GROWTH)}")
+
+
+def grow_features(real: np.ndarray, n: int, rng: np.random.Generator, growth: str) -> np.ndarray:
+    """``n`` L2-normalised float32 rows grown from ``real`` (``(n_real, d)``): replicated cyclically, or the real
+    rows then Gaussian draws with their per-dimension mean and std (``bit-frequencies``). Returns ``(n, d)``."""
+    if growth == "replicate":
+        return cycle_rows(normalize_rows(np.array(real, dtype=np.float32)), n)
+    if growth == "bit-frequencies":
+        return extend_features(real, n, rng)
+    raise ValueError(f"unknown database growth {growth!r}; valid: {', '.join(GROWTH)}")
 
 
 @dataclass
@@ -141,7 +184,7 @@ class CodeSet:
     bits: int
     queries: np.ndarray  # (nq, B) uint8
     database: np.ndarray  # (N_max, B) uint8
-    db_source: str  # "uniform" or "bit-frequencies" (+ real codes first)
+    db_source: str  # "uniform", "replicated" or "bit-frequencies" (real codes first in the last two)
     n_real: int = 0
     encode_ms: dict[str, float] = field(default_factory=dict)  # task -> ms per item
     method_info: dict[str, Any] = field(default_factory=dict)
@@ -154,10 +197,7 @@ class FeatureSet:
     dim: int
     queries: np.ndarray  # (nq, d) float32
     database: np.ndarray  # (N_max, d) float32
-    db_source: str  # "gaussian" or "encoder-features"
+    db_source: str  # "gaussian", or "replicated"/"bit-frequencies" for a real-valued method's embeddings
+    space: str = ""  # "" for Gaussian draws, else the real-valued method's name ("real-valued")
     n_real: int = 0
 
-
-# ================================================================================================
-# Measuring one engine
-# ================================================================================================
