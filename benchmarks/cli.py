@@ -20,11 +20,15 @@ class UsageError(Exception):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types shown as one-line errors. ``methods`` (which imports torch, seconds) is only consulted
+    when it was imported: a ``ConfigError`` cannot have been raised otherwise, and a typo stays instant."""
     from medhash_datasets.base import DatasetError
     from medhash_datasets.registry import RegistryError
-    from methods.base import ConfigError
 
-    return (UsageError, RegistryError, DatasetError, ConfigError, FileNotFoundError, PermissionError)
+    types: tuple[type[BaseException], ...] = (UsageError, RegistryError, DatasetError, FileNotFoundError, PermissionError)
+    if "methods.base" in sys.modules:
+        types += (sys.modules["methods.base"].ConfigError,)
+    return types
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@ decorator, the CLI resolves strings, and every choice is a plain string recorded
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -72,13 +73,17 @@ class Registry(Generic[T]):
         Raises
         ------
         RegistryError
-            If ``name`` is unknown; the message lists every valid name.
+            If ``name`` is unknown; the message suggests the closest names (``difflib``, case-insensitive) and
+            lists every valid name.
         """
         try:
             return self._items[name]
         except KeyError:
             valid = ", ".join(sorted(self._items)) or "(none registered)"
-            raise RegistryError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}") from None
+            lowered = {n.lower(): n for n in self._items}
+            close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.6)]
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise RegistryError(f"unknown {self.kind} {name!r}{hint}; valid {self.kind}s: {valid}") from None
 
     def names(self, pattern: str = "*", *, tag: str | None = None) -> list[str]:
         """Sorted registered names matching the shell-style ``pattern`` (and carrying ``tag`` if given)."""

@@ -48,7 +48,11 @@ def params_per_method(methods: list[str], params: dict[str, Any]) -> dict[str, d
 
 
 def check_writable(out: Path) -> None:
-    """Create ``out`` and prove a file can be written there, else raise :class:`UsageError`."""
+    """Create ``out`` and prove a file can be written there, else raise :class:`UsageError` (naming a file
+    where a folder is needed, or the OS reason)."""
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is a file, not a folder; name a folder for the results")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test-")
@@ -87,12 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmarks.cell import RunSpec
-    from benchmarks.results import iter_rows
-    from benchmarks.runner import run, summary_tables
+    from benchmarks.catalog import resolve_methods
     from medhash_datasets.base import resolve_data_root
     from medhash_datasets.loaders import DATASETS
-    from methods import METHODS
 
     if not args.bits:
         raise UsageError("--bits needs at least one code length")
@@ -105,8 +106,17 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"seeds must be >= 0, got --seeds {args.seeds} --dataset-seed {args.dataset_seed}")
     if not str(args.out).strip():
         raise UsageError("--out must name a folder (got an empty string)")
-    methods = METHODS.resolve(args.methods, all_excludes_tag="ablation")
+    # names first, checked without importing torch, so a typo is a one-line error at once
+    methods = resolve_methods(args.methods)
     datasets = DATASETS.resolve(args.datasets)
+    out = Path(args.out)
+    check_writable(out)
+    data_root = resolve_data_root(args.data_root)
+
+    from benchmarks.cell import RunSpec
+    from benchmarks.results import iter_rows
+    from benchmarks.runner import run, summary_tables
+
     params = parse_param_values(args.param)
     if args.params == "best":
         if not args.study:
@@ -114,11 +124,9 @@ def main(args: argparse.Namespace) -> int:
         from benchmarks.tuning import best_params
 
         params = {**best_params(args.study, args.storage), **params}
-    out = Path(args.out)
-    check_writable(out)
     spec = RunSpec(
         methods=methods, datasets=datasets, bits=sorted(set(args.bits)), seeds=list(dict.fromkeys(args.seeds)),
-        protocols=args.protocols, tasks=args.tasks, out=out, data_root=resolve_data_root(args.data_root),
+        protocols=args.protocols, tasks=args.tasks, out=out, data_root=data_root,
         encoder=args.encoder, encoder_options=parse_key_values(args.encoder_option, "--encoder-option"),
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         device=resolve_device(args.device), dataset_options=loader_options(args.dataset_option),
