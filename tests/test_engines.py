@@ -8,20 +8,14 @@ targets live in ``tests/benchmarks/`` and the ``efficiency`` command).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from benchmarks.results import ROW_FIELDS
 from benchmarks.search.base import MISSING_HAMMING, sort_rows_by_distance_then_id
 from benchmarks.search.faiss_binary import FaissMultiHashEngine
 from benchmarks.search.popcount import PopcountEngine, topk_from_hamming
 from benchmarks.search.registry import ENGINES, create_engine
-from benchmarks.search.study import EfficiencySpec, run_efficiency
-from benchmarks.search.summary import ratio_table, target_checks
-from benchmarks.search.timing import Contender, hamming_to, recall_at_k, time_engine, time_engines
-from benchmarks.search.workload import bit_frequencies, draw_codes, extend_codes, extend_features, pack_codes
+from benchmarks.search.timing import hamming_to, recall_at_k
 from medhash_datasets.registry import RegistryError
 
 BINARY_EXACT = ("popcount", "BFlat")
@@ -295,173 +289,7 @@ def test_sort_rows_puts_missing_last() -> None:
     assert si.tolist() == [[9, 2, 5, -1]] and sd.tolist() == [[1, 3, 3, MISSING_HAMMING]]
 
 
-# ---- efficiency: drawn codes and features ----------------------------------------------------------
-def test_draw_codes_matches_bit_frequencies_and_zero_padding() -> None:
-    rng = np.random.default_rng(0)
-    p = np.linspace(0.05, 0.95, 12)
-    codes = draw_codes(20_000, 12, rng, p)
-    assert codes.shape == (20_000, 2) and codes.dtype == np.uint8
-    assert not (codes[:, 1] & 0xF0).any()  # padding bits 12..15 are zero
-    freq = bit_frequencies(codes, 12)
-    assert np.all(np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / 20_000))
-
-
-def test_extend_codes_keeps_real_codes_first() -> None:
-    rng = np.random.default_rng(1)
-    bits = np.zeros((400, 16), dtype=bool)
-    bits[:, :4] = True  # four bits always one, the rest always zero
-    real = pack_codes(bits)
-    out = extend_codes(real, 5000, 16, rng)
-    np.testing.assert_array_equal(out[:400], real)
-    np.testing.assert_array_equal(out[400:], np.broadcast_to(real[0], (4600, 2)))  # p = 1 or 0 exactly
-    np.testing.assert_array_equal(extend_codes(real, 50, 16, rng), real[:50])
-
-
-def test_extend_features_normalised_real_first() -> None:
-    rng = np.random.default_rng(2)
-    real = rng.standard_normal((30, 8)).astype(np.float32) * 3 + 1
-    out = extend_features(real, 100, rng)
-    assert out.shape == (100, 8) and out.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(out[:30], real / np.linalg.norm(real, axis=1, keepdims=True), rtol=1e-5)
-
-
-# ---- efficiency: timing and the whole command ------------------------------------------------------
-def test_time_engine_uses_the_clock() -> None:
-    ticks = iter(np.arange(0.0, 1000.0, 0.5))  # every clock() call advances 0.5 s
-    db = np.zeros((10, 2), np.uint8)
-    t = time_engine(create_engine("popcount"), db, db[:3], db[:4], k=2, repeats=2, clock=lambda: next(ticks))
-    assert t.build_s == 0.5
-    np.testing.assert_array_equal(t.latencies_ms, [500.0, 500.0, 500.0])
-    assert t.batch_latency_ms_median == 500.0 and t.throughput_qps == pytest.approx(4 / 0.5)
-    assert t.index_bytes == 20 and t.bytes_per_item == 2.0
-
-
-class _LoggingEngine(PopcountEngine):
-    """A popcount engine that logs (label, number of queries) of every search call."""
-
-    def __init__(self, label: str, log: list) -> None:
-        super().__init__(threads=1)
-        self.label, self.log = label, log
-
-    def search(self, queries, k):
-        self.log.append((self.label, queries.shape[0]))
-        return super().search(queries, k)
-
-
-def test_time_engines_alternates_blocks_and_batches() -> None:
-    log: list = []
-    db = np.zeros((20, 1), np.uint8)
-    q = np.arange(5, dtype=np.uint8)[:, None]
-    contenders = [Contender(name, _LoggingEngine(name, log), db, q, q[:3]) for name in ("a", "b")]
-    timings = time_engines(contenders, k=2, repeats=2, block=2)
-    warm = [("a", 1), ("a", 3), ("b", 1), ("b", 3)]
-    # blocks of 2 single queries (plus one untimed warm-up call each), a then b, then the batches alternate
-    singles = [("a", 1)] * 3 + [("b", 1)] * 3 + [("a", 1)] * 3 + [("b", 1)] * 3 + [("a", 1)] * 2 + [("b", 1)] * 2
-    assert log == warm + singles + [("a", 3), ("b", 3), ("a", 3), ("b", 3)]
-    assert timings["a"].latencies_ms.shape == (5,) and timings["b"].batch_ms.shape == (2,)
-    with pytest.raises(ValueError, match="duplicate"):
-        time_engines([contenders[0], contenders[0]], k=2, repeats=1)
-
-
-def test_run_efficiency_random_writes_rows_tables_and_figure(tmp_path) -> None:
-    spec = EfficiencySpec(bits=[16, 64], db_sizes=[300, 1200], k=10, feature_dims=[16], n_queries=4, batch_size=6,
-                          repeats=2, out=tmp_path, command="test")
-    res = run_efficiency(spec, echo=lambda s: None)
-    out = tmp_path / "efficiency" / "random"
-    assert res.out_dir == out
-    files = sorted(out.glob("*.jsonl"))
-    # 2 bits x 2 sizes x 3 binary engines + 1 dim x 2 sizes x 2 float engines
-    assert len(files) == 12 + 4 == len(res.cell_paths)
-    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
-    assert all(set(ROW_FIELDS) <= set(r) for r in rows)
-    assert {r["protocol"] for r in rows} == {"efficiency"} and {r["task"] for r in rows} == {"-"}
-    by = {(r["engine"], r["bits"], r["feature_dim"], r["db_size"], r["metric"]): r["value"] for r in rows}
-    assert by[("popcount", 16, None, 1200, "index_bytes")] == 2400
-    assert by[("popcount", 64, None, 300, "bytes_per_item")] == 8.0
-    assert by[("numpy-ip", None, 16, 1200, "index_bytes")] == 4 * 16 * 1200
-    assert 0.0 <= by[("BHash4", 16, None, 300, "recall@k")] <= 1.0
-    assert ("popcount", 16, None, 300, "recall@k") not in by
-    assert {r["batch_size"] for r in rows} == {6}
-    for f in ("latency_vs_db_size.png", "latency_vs_db_size.pdf", "summary.md", "ratios.csv"):
-        assert (out / f).stat().st_size > 0
-    table = res.ratio_table
-    assert len(table) == 12  # one line per (bits, size, binary engine)
-    line = table[(table["bits"] == 16) & (table["db_size"] == 1200) & (table["engine"] == "popcount")].iloc[0]
-    assert line["memory vs numpy-ip d=16"] == pytest.approx(64 / 2)
-    lat = {(r["engine"], r["bits"], r["feature_dim"]): r["value"] for r in rows
-           if r["metric"] == "latency_ms_median" and r["db_size"] == 1200}
-    assert line["speedup vs FlatIP d=16"] == pytest.approx(lat[("FlatIP", None, 16)] / lat[("popcount", 16, None)])
-    # the 1e6 targets are reported as not measured at these sizes, and evaluated when asked at 1200
-    assert {t["status"] for t in res.targets} == {"not measured"}
-    mem = [t for t in target_checks(res.rows, db_size=1200) if t["target"].startswith("memory")][0]
-    assert mem["status"] == "pass" and mem["value"] == 2400
-
-
-def test_ratio_table_hand_made_rows() -> None:
-    def row(engine, bits, dim, metric, value):
-        return {"engine": engine, "bits": bits, "feature_dim": dim, "db_size": 1000, "metric": metric, "value": value}
-
-    rows = []
-    for engine, bits, dim, lat, qps, bpi in (("popcount", 16, None, 0.5, 4000.0, 2.0), ("FlatIP", None, 512, 20.0, 100.0, 2048.0)):
-        for m, v in (("latency_ms_median", lat), ("throughput_qps", qps), ("bytes_per_item", bpi)):
-            rows.append(row(engine, bits, dim, m, v))
-    t = ratio_table(rows)
-    assert len(t) == 1
-    assert t.loc[0, "speedup vs FlatIP d=512"] == pytest.approx(40.0)
-    assert t.loc[0, "batch speedup vs FlatIP d=512"] == pytest.approx(40.0)
-    assert t.loc[0, "memory vs FlatIP d=512"] == pytest.approx(1024.0)
-
-
-def test_run_efficiency_trained_codes_on_synthetic(tmp_path) -> None:
-    spec = EfficiencySpec(bits=[16], db_sizes=[100, 3000], k=5, engines=["popcount", "numpy-ip"], method="cca-itq",
-                          dataset="synthetic", n_queries=3, batch_size=4, repeats=1, out=tmp_path,
-                          dataset_options={"n_train": "120", "n_validation": "30", "n_query": "20"})
-    res = run_efficiency(spec, echo=lambda s: None)
-    rows = res.rows
-    enc = [r for r in rows if r["metric"] == "encode_ms_per_item"]
-    assert sorted(r["task"] for r in enc) == ["i2t", "t2i"] and all(r["value"] > 0 for r in enc)
-    search = [r for r in rows if r["metric"] == "index_bytes" and r["engine"] == "popcount"]
-    assert {r["db_source"] for r in search} == {"bit-frequencies"} and {r["task"] for r in search} == {"i2t"}
-    assert all(r["dataset"] == "synthetic" and r["method"] == "cca-itq" for r in rows)
-    # float engines at the text encoder's width (synthetic text_dim = 64) and at 512 (BiomedCLIP)
-    assert {r["feature_dim"] for r in rows if r["engine"] == "numpy-ip"} == {64, 512}
-    assert (tmp_path / "efficiency" / "synthetic" / "latency_vs_db_size.png").exists()
-
-
-def test_spec_validation_messages() -> None:
-    with pytest.raises(ValueError, match="both a method and a dataset"):
-        EfficiencySpec(method="cca-itq").validate()
-    with pytest.raises(ValueError, match="bits must be"):
-        EfficiencySpec(bits=[4]).validate()
-    with pytest.raises(RegistryError, match="unknown engine"):
-        EfficiencySpec(engines=["nope"]).validate()
-    with pytest.raises(ValueError, match="threads=1"):
-        EfficiencySpec(clock="cpu", threads=2).validate()
-    with pytest.raises(ValueError, match="real-valued"):
-        run_efficiency(EfficiencySpec(method="real-valued", dataset="synthetic", db_sizes=[10]), echo=lambda s: None)
-
-
-def test_cli_efficiency(tmp_path, capsys) -> None:
-    from benchmarks.cli import main
-
-    code = main(["efficiency", "--random", "--bits", "16", "--db-sizes", "2e2", "5e2", "--k", "5",
-                 "--feature-dims", "8", "--n-queries", "2", "--batch-size", "3", "--repeats", "1",
-                 "--clock", "cpu", "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "speedup vs numpy-ip d=8" in out and "Targets:" in out
-    files = list((tmp_path / "efficiency" / "random").glob("*.jsonl"))
-    assert len(files) == 2 * 5
-    assert {json.loads(f.read_text().splitlines()[0])["clock"] for f in files} == {"cpu"}
-    assert main(["efficiency", "--dataset", "synthetic", "--out", str(tmp_path)]) == 2
-    assert "--method and --dataset go together" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(["efficiency", "--random", "--db-sizes", "1.5e0"])
-    assert exc.value.code == 2
-    assert "whole number" in capsys.readouterr().err
-
-
+# ---- registry descriptions ------------------------------------------------------------------------
 def test_every_registered_engine_has_a_one_line_description() -> None:
     from benchmarks.search.registry import ENGINE_DESCRIPTIONS
 
@@ -471,19 +299,3 @@ def test_every_registered_engine_has_a_one_line_description() -> None:
         assert text == ENGINE_DESCRIPTIONS[name] and "\n" not in text and len(text) > 20
         assert "partial" not in text.lower() and text.count("(") == text.count(")")
     assert "IndexBinaryMultiHash, 4 sub-tables" in ENGINES.get("BHash4").description
-
-
-def test_efficiency_command_refuses_bits_below_8_up_front(tmp_path, capsys) -> None:
-    from benchmarks.cli import main
-
-    out = tmp_path / "never"
-    assert main(["efficiency", "--bits", "4", "16", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --bits must all be >= 8") and "[4]" in err and err.count("\n") == 1
-    assert not out.exists()
-    assert main(["efficiency", "--seed", "-1", "--out", str(out)]) == 2
-    assert "--seed must be >= 0" in capsys.readouterr().err
-    assert main(["efficiency", "--method", "cca-itq", "--dataset", "synthetic", "--dataset-option", "label_scheme=x",
-                 "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --dataset-option label_scheme=... is not a loader option") and err.count("\n") == 1

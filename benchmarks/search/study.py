@@ -329,7 +329,9 @@ def run_efficiency(spec: EfficiencySpec, *, echo: Callable[[str], None] = print)
                  f"{bandwidth.n_bytes >> 20} MiB)")
             writer.emit({"protocol": "efficiency", "kind": "bandwidth", "n_bytes": bandwidth.n_bytes},
                         [("read_bandwidth_bytes_per_s", bandwidth.bytes_per_s, None)],
-                        {"kind": "bandwidth", "task": "-", "n_queries": bandwidth.repeats}, sum(bandwidth.samples_s))
+                        {"kind": "bandwidth", "task": "-", "n_queries": bandwidth.repeats, "engine": None,
+                         "db_size": None, "bits": None, "feature_dim": None, "batch_size": None,
+                         "bandwidth_bytes": bandwidth.n_bytes}, sum(bandwidth.samples_s))
         for cs in code_sets:
             for enc_task, ms in cs.encode_ms.items():
                 cell = {"protocol": "efficiency", "kind": "encode", "bits": cs.bits, "task": enc_task,

@@ -266,11 +266,14 @@ def format_targets(targets: Sequence[dict[str, Any]]) -> str:
 
 def bandwidth_line(rows: Sequence[dict[str, Any]]) -> str:
     """One sentence naming the measured read bandwidth, or that it was not measured."""
-    bw = [r["value"] for r in rows if r.get("metric") == "read_bandwidth_bytes_per_s"]
+    bw = [r for r in rows if r.get("metric") == "read_bandwidth_bytes_per_s"]
     if not bw:
         return "Sequential read bandwidth: not measured (no limit column)."
-    return (f"Sequential read bandwidth of this machine: {bw[0] / 1e9:.2f} GB/s (numpy sum over a 256 MiB array, "
-            "median of repeats); `limit ms` = bytes an exhaustive engine scans per query / that bandwidth. "
+    size = bw[0].get("bandwidth_bytes")
+    over = f"a {int(size) >> 20} MiB array" if size else "a large array"
+    return (f"Sequential read bandwidth of this machine: {bw[0]['value'] / 1e9:.2f} GB/s (numpy sum over {over}, "
+            "median of repeats, one thread); `limit ms` = bytes an exhaustive engine scans per query / that "
+            "bandwidth, `× limit` = measured / limit. "
             "Databases that fit in the CPU caches are read faster, so there the limit is not a lower bound.")
 
 
