@@ -1,0 +1,354 @@
+"""One tuning study: its spec, its identity (the objective settings it records), its pruner and sampler.
+
+A study is made for exactly one objective: method, dataset, code length, label scheme, loader options,
+dataset seed, encoder (requested and resolved), tuning seeds, protocol and metric. They are stored as the
+study's user attributes when it is created (:func:`study_settings`), and a later call whose settings differ
+is **refused** with a one-line error naming every differing setting (:func:`check_study_settings`): trials
+scored under other seeds or data are not comparable, so mixing them would let the sampler and the pruner
+compare unlike numbers. Give another study name (or storage) to tune under new settings.
+
+Pruning
+-------
+Each trial fits the method once per tuning seed (a *sub-run*) and reports the running mean of the
+validation mAP after each sub-run (step = sub-run index). :func:`make_pruner` builds Optuna's
+:class:`~optuna.pruners.MedianPruner` with ``n_min_trials = 2`` (a median needs at least two completed
+trials that reported at that step, never one trial's evidence) and ``n_startup_trials`` complete trials
+before any pruning (default 5, Optuna's own default). A pruned trial records, and logs, how many completed
+trials informed the decision and their median (:func:`prune_evidence`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.cli import UsageError
+from benchmarks.tuning.storage import describe_storage, is_url, journal_path, open_storage
+
+#: What the objective measures; stored in every study's user attributes (key ``objective``).
+OBJECTIVE_DESCRIPTION = (
+    "validation mAP (tie-aware AP, mean of i2t and t2i; validation split as queries, train split as database)"
+)
+
+#: Default objective factory (``module:function`` taking a :class:`TuneSpec`).
+DEFAULT_OBJECTIVE = "benchmarks.tuning:validation_objective"
+
+#: Fewest completed trials whose values at a step form the pruning median.
+PRUNER_MIN_TRIALS = 2
+
+logger = logging.getLogger("benchmarks.tuning")
+
+
+@dataclass
+class TuneSpec:
+    """Everything a tuning worker needs; plain values only, so it can be sent to a spawned process.
+
+    Attributes
+    ----------
+    method, dataset : str
+        Registry names (a method variant name is allowed).
+    bits : int
+        Code length K >= 8.
+    n_trials : int
+        Finished (complete + pruned) trials the study should hold after the call (the budget).
+    storage : str | None
+        ``None`` (default journal file), ``"journal:PATH"``, a path, or an SQLAlchemy URL.
+    study_name : str | None
+        Defaults to ``f"{method}-{dataset}-{bits}"``.
+    seeds : tuple[int, ...]
+        Tuning seeds; one sub-run (fit + validation score) per seed, the objective is their mean.
+    data_root, encoder, encoder_options, device, dataset_options, cache_dir, label_scheme, dataset_seed
+        Passed to ``benchmarks.cell.prepare_features`` (``label_scheme`` ``None`` = the loader's default;
+        ``dataset_seed`` seeds generated data / seeded splits). ``dataset_options`` must not hold
+        ``label_scheme`` or ``seed``: they have their own fields.
+    protocol : str
+        ``"unimodal"`` or ``"paired"``, passed to ``benchmarks.cell.validation_score``.
+    sampler_seed : int
+        Seed of the TPE sampler (mixed with the worker index and the study's trial count).
+    objective : str
+        ``"module:function"`` building the objective from this spec (tests plug in cheap objectives).
+    heartbeat_interval : int | None
+        Seconds between trial heartbeats with an SQL storage (``None`` disables); unused for journals.
+    pruner_startup_trials : int
+        Complete trials before any pruning (>= 1; default 5).
+    """
+
+    method: str
+    dataset: str
+    bits: int
+    n_trials: int
+    storage: str | None = None
+    study_name: str | None = None
+    seeds: tuple[int, ...] = (0, 1)
+    data_root: str | None = None
+    encoder: str = "auto"
+    device: str = "cpu"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    label_scheme: str | None = None
+    dataset_seed: int = 0
+    protocol: str = "unimodal"
+    sampler_seed: int = 0
+    objective: str = DEFAULT_OBJECTIVE
+    heartbeat_interval: int | None = 60
+    pruner_startup_trials: int = 5
+    encoder_options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The study name (explicit, or the default ``method-dataset-bits``)."""
+        return self.study_name or default_study_name(self.method, self.dataset, self.bits)
+
+    def validate(self) -> None:
+        """Raise :class:`~benchmarks.cli.UsageError` for an impossible value (naming the field)."""
+        if int(self.bits) < 8:
+            raise UsageError(f"--bits must be >= 8, got {self.bits}")
+        if int(self.n_trials) < 1:
+            raise UsageError(f"--trials must be >= 1, got {self.n_trials}")
+        if not self.seeds:
+            raise UsageError("--seeds needs at least one seed")
+        if self.protocol not in ("unimodal", "paired"):
+            raise UsageError(f"--protocol must be 'unimodal' or 'paired', got {self.protocol!r}")
+        if ":" not in self.objective:
+            raise UsageError(f"objective {self.objective!r} must look like 'module:function'")
+        bad_seeds = [s for s in self.seeds if int(s) < 0]
+        if bad_seeds:
+            raise UsageError(f"--seeds must be >= 0, got {bad_seeds}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UsageError(f"--seeds must be distinct, got {list(self.seeds)}")
+        if int(self.dataset_seed) < 0:
+            raise UsageError(f"--dataset-seed must be >= 0, got {self.dataset_seed}")
+        if int(self.pruner_startup_trials) < 1:
+            raise UsageError(f"pruner_startup_trials must be >= 1, got {self.pruner_startup_trials}")
+        for key, flag in (("label_scheme", "--label-scheme"), ("seed", "--dataset-seed")):
+            if key in (self.dataset_options or {}):
+                raise UsageError(f"--dataset-option {key}=... is not a loader option; use {flag}")
+
+
+def default_study_name(method: str, dataset: str, bits: int) -> str:
+    """``f"{method}-{dataset}-{bits}"``, e.g. ``"mcmfh-medpix-16"``."""
+    return f"{method}-{dataset}-{int(bits)}"
+
+
+def study_settings(spec: TuneSpec) -> dict[str, Any]:
+    """The objective settings a study records (JSON values) and a resumed call must match.
+
+    ``encoder`` is the requested name (``auto`` included); the encoder the features actually came from is
+    recorded separately by the worker as ``features_encoder`` (see :func:`check_study_settings`).
+    """
+    return {
+        "method": spec.method,
+        "dataset": spec.dataset,
+        "bits": int(spec.bits),
+        "label_scheme": spec.label_scheme,
+        "dataset_options": {str(k): str(v) for k, v in sorted((spec.dataset_options or {}).items())},
+        "dataset_seed": int(spec.dataset_seed),
+        "encoder": spec.encoder,
+        "encoder_options": {str(k): str(v) for k, v in sorted((spec.encoder_options or {}).items())},
+        "seeds": [int(s) for s in spec.seeds],
+        "protocol": spec.protocol,
+        "objective": OBJECTIVE_DESCRIPTION,
+        "objective_function": spec.objective,
+    }
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
+
+
+def check_study_settings(study: Any, wanted: Mapping[str, Any], *, where: str, record: bool = True) -> list[str]:
+    """Record the settings a study lacks; refuse settings that differ from the recorded ones.
+
+    Parameters
+    ----------
+    study : optuna.Study
+    wanted : mapping
+        Setting name → JSON value (e.g. :func:`study_settings`).
+    where : str
+        The storage, for messages.
+    record : bool
+        Write the missing settings (``False``: only check, e.g. before a long grid starts).
+
+    Returns
+    -------
+    list[str]
+        Settings that were missing and have now been recorded (all of them for a new study; a study made by
+        an older harness records fewer).
+
+    Raises
+    ------
+    UsageError
+        One line naming every differing setting with the study's value and the requested one.
+    """
+    have = study.user_attrs
+    differ = [f"{key} {_show(have[key])} (now {_show(value)})" for key, value in wanted.items()
+              if key in have and have[key] != value]
+    if differ:
+        raise UsageError(f"study {study.study_name!r} in {where} was tuned with other settings: {'; '.join(differ)}; "
+                         "resume it with its own settings, or give another study name or storage")
+    missing = [key for key in wanted if key not in have]
+    for key in missing if record else ():
+        study.set_user_attr(key, wanted[key])
+    return missing
+
+
+def search_space_is_empty(method: str) -> bool:
+    """Whether ``method``'s :meth:`~methods.base.HashingMethod.search_space` suggests nothing (probed on a
+    throw-away in-memory Optuna trial)."""
+    import optuna
+
+    from methods import METHODS
+
+    cls = METHODS.get(method).cls
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(storage=optuna.storages.InMemoryStorage()).ask()
+    overrides = cls.search_space(trial)
+    return not overrides and not trial.params
+
+
+def make_pruner(n_startup_trials: int = 5) -> Any:
+    """Optuna's median pruner with ``n_min_trials = 2`` (:data:`PRUNER_MIN_TRIALS`) and no warm-up steps.
+
+    Parameters
+    ----------
+    n_startup_trials : int
+        Complete trials before any pruning.
+
+    Returns
+    -------
+    optuna.pruners.MedianPruner
+    """
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=int(n_startup_trials), n_warmup_steps=0,
+                                       n_min_trials=PRUNER_MIN_TRIALS)
+
+
+def make_sampler(spec: TuneSpec, worker_index: int, n_existing: int) -> Any:
+    """TPE sampler seeded from ``spec.sampler_seed``, the worker index and the study's trial count (so a
+    resumed study does not replay the start-up suggestions of the first run)."""
+    import optuna
+
+    seed = (int(spec.sampler_seed) * 1_000_003 + worker_index * 7919 + n_existing) % (2**31)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def prune_evidence(study: Any, step: int) -> dict[str, Any]:
+    """The completed trials' values at ``step`` that a median pruner compares against.
+
+    Returns
+    -------
+    dict
+        ``n_trials`` (completed trials that reported at ``step``) and ``median`` (their median, ``None`` when
+        there are none), as :class:`optuna.pruners.MedianPruner` computes it (50th percentile).
+    """
+    import numpy as np
+    import optuna
+
+    values = [t.intermediate_values[step]
+              for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if step in t.intermediate_values]
+    return {"n_trials": len(values), "median": float(np.nanpercentile(values, 50)) if values else None}
+
+
+def score_subruns(trial: Any, subruns: Sequence[Callable[[], float]]) -> float:
+    """Run sub-runs in order, reporting the running mean after each and pruning between them.
+
+    Parameters
+    ----------
+    trial : optuna.Trial
+    subruns : sequence of callables
+        Each returns one validation score (float, higher is better), e.g. one per seed.
+
+    Returns
+    -------
+    float
+        Mean of all sub-run scores (the trial's objective value).
+
+    Raises
+    ------
+    optuna.TrialPruned
+        After sub-run ``i < len(subruns) - 1`` when the pruner says the running mean is not promising; the
+        scores so far stay in the trial's ``subrun_scores`` user attribute, and ``pruned`` records the step,
+        the running mean and how many completed trials informed the median (also logged on
+        ``benchmarks.tuning``).
+    ValueError
+        If ``subruns`` is empty.
+    """
+    import optuna
+
+    if not subruns:
+        raise ValueError("score_subruns needs at least one sub-run")
+    scores: list[float] = []
+    for step, run in enumerate(subruns):
+        scores.append(float(run()))
+        trial.set_user_attr("subrun_scores", scores)
+        running = math.fsum(scores) / len(scores)
+        trial.report(running, step=step)
+        if step < len(subruns) - 1 and trial.should_prune():
+            evidence = {"step": step, "sub_runs": step + 1, "of": len(subruns), "running": running,
+                        **prune_evidence(trial.study, step)}
+            trial.set_user_attr("pruned", evidence)
+            message = (f"trial {trial.number} pruned after {step + 1}/{len(subruns)} sub-run(s): running validation "
+                       f"mAP {running:.4f} below the median {evidence['median']:.4f} of {evidence['n_trials']} "
+                       "completed trial(s) at that step")
+            logger.info(message)
+            raise optuna.TrialPruned(message)
+    return math.fsum(scores) / len(scores)
+
+
+def create_or_load_study(spec: TuneSpec) -> Any:
+    """Create the study (maximise) or load it, refusing one made for other objective settings.
+
+    Raises
+    ------
+    UsageError
+        If a study of that name exists but records another method, dataset, bits, seeds, protocol, ... (all
+        differing settings named), or the storage is unreadable.
+    """
+    import optuna
+
+    storage = open_storage(spec.storage, heartbeat_interval=spec.heartbeat_interval)
+    try:
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=make_sampler(spec, 0, 0),
+            pruner=make_pruner(spec.pruner_startup_trials),
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as err:
+        if spec.storage is not None and is_url(spec.storage):
+            raise
+        raise UsageError(f"journal storage {journal_path(spec.storage)} is not a readable Optuna journal "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else err!r}); "
+                         "give a new file or an existing journal") from None
+    made_before = bool(study.user_attrs)
+    missing = check_study_settings(study, study_settings(spec), where=describe_storage(spec.storage))
+    if made_before and missing:
+        warnings.warn(f"study {spec.name!r} did not record {', '.join(missing)} (made by an older harness); "
+                      "recorded this call's values", UserWarning, stacklevel=2)
+    return study
+
+
+__all__ = [
+    "DEFAULT_OBJECTIVE",
+    "OBJECTIVE_DESCRIPTION",
+    "PRUNER_MIN_TRIALS",
+    "TuneSpec",
+    "check_study_settings",
+    "create_or_load_study",
+    "default_study_name",
+    "make_pruner",
+    "make_sampler",
+    "prune_evidence",
+    "score_subruns",
+    "search_space_is_empty",
+    "study_settings",
+]
