@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.exports import export_dir, write_codes, write_per_query
 from benchmarks.results import config_hash, git_commit, package_versions
 from medhash_datasets.base import Features, FeatureSplit, PairedDataset, feature_split
 from medhash_datasets.loaders import DATASETS
@@ -107,13 +108,13 @@ def evaluate_codes(
     shuffle_seed: int,
     metrics: Any = None,
 ):
-    """Evaluate one task: Hamming ranking of ``code >= 0`` bits for hashing methods, cosine for float ones."""
-    from benchmarks.evaluation import binarize, evaluate_hamming, evaluate_scores
+    """Evaluate one task: Hamming ranking of ``code >= 0`` bits for hashing methods (the relaxed convention of
+    the methods spec, so an output of exactly 0 is bit 1), cosine for float ones."""
+    from benchmarks.evaluation import evaluate_hamming, evaluate_scores
 
     if method.binary:
-        return evaluate_hamming(
-            binarize(q_codes), binarize(db_codes), q_labels, db_labels, tie=tie, metrics=metrics, shuffle_seed=shuffle_seed
-        )
+        return evaluate_hamming(q_codes, db_codes, q_labels, db_labels, tie=tie, metrics=metrics,
+                                shuffle_seed=shuffle_seed, convention="relaxed")
     return evaluate_scores(q_codes, db_codes, q_labels, db_labels, tie=tie, metrics=metrics, shuffle_seed=shuffle_seed)
 
 
@@ -167,8 +168,8 @@ def time_search(queries: np.ndarray, database: np.ndarray, *, binary: bool, k: i
 
     if binary:
         engine = create_engine("popcount", threads=1)
-        engine.build(pack_bits(binarize(database)))
-        q = pack_bits(binarize(queries))
+        engine.build(pack_bits(binarize(database, convention="relaxed")))
+        q = pack_bits(binarize(queries, convention="relaxed"))
     else:
         engine = create_engine("numpy-ip")
         engine.build(np.ascontiguousarray(database, dtype=np.float32))
@@ -182,6 +183,25 @@ def time_search(queries: np.ndarray, database: np.ndarray, *, binary: bool, k: i
         engine.search(rows[i : i + 1], k)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(statistics.median(times))
+
+
+def real_valued_reference(query: FeatureSplit, db: FeatureSplit) -> tuple[np.ndarray, np.ndarray, str]:
+    """Query and database float32 features for the per-cell real-valued search time (i2t direction).
+
+    With a shared space (``d_img == d_txt``, e.g. BiomedCLIP's 512-d) image queries search the database's text
+    features, as ``real-valued`` does. Without one (the offline encoders: 1,280-d image, 384-d text) the
+    ``real-valued`` method searches a CCA space of at most ``d_txt`` dims, so the reference is the database's
+    own text space at ``d_txt`` dims (text queries against text features: the same cost as any search in a
+    ``d_txt``-dim space; exact search time depends on N and d, not on the values).
+
+    Returns
+    -------
+    (queries (nq, d) float32, database (nd, d) float32, description of the space)
+    """
+    if query.image.shape[1] == db.text.shape[1]:
+        return query.image, db.text, "shared encoder space (image queries vs text database)"
+    d = int(db.text.shape[1])
+    return query.text, db.text, f"text space ({d}-d, the largest CCA space real-valued can use)"
 
 
 # ---- cells ------------------------------------------------------------------------------------------
@@ -208,6 +228,50 @@ class RunSpec:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name
     force: bool = False
     progress: bool = True
+    #: Tuned parameters per cell group, keyed by :func:`tuned_key` (method, dataset, bits): ``{"params": {...},
+    #: "tuning": {"study", "trial", "budget", "n_complete", "n_pruned", "best_value", "params",
+    #: "shared_across_bits"}}``; ``--param`` values still win over tuned ones.
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: What each cell also writes under ``out/exports/``: ``codes`` (the evaluate file layout), ``model``,
+    #: ``per-query`` (per-query AP as CSV); see :mod:`benchmarks.exports`.
+    exports: list[str] = field(default_factory=list)
+
+
+def tuned_key(method: str, dataset: str, bits: int | None) -> str:
+    """Key of :attr:`RunSpec.tuned`: ``"method|dataset|bits"`` (``bits`` ``None`` for float methods)."""
+    return f"{method}|{dataset}|{bits}"
+
+
+def cell_params(spec: RunSpec, method: str, dataset: str, bits: int | None) -> dict[str, Any]:
+    """Parameters of one cell's method: tuned ones (if any), then the user's ``--param`` values on top."""
+    tuned = spec.tuned.get(tuned_key(method, dataset, bits), {}).get("params", {})
+    return {**tuned, **spec.params.get(method, {})}
+
+
+def describe_inputs(dataset: PairedDataset, features: Features, requested_encoder: str,
+                    encoder_options: dict[str, str] | None = None) -> list[str]:
+    """Console lines saying which encoder was used and why, and which items were dropped or flagged.
+
+    The encoder line names the resolved encoder; for ``auto`` it says whether BiomedCLIP weights were found
+    (:func:`medhash_datasets.encoders.resolve_encoder_name`) and how to supply them otherwise.
+    """
+    options = encoder_options or {}
+    if features.encoder == "precomputed":
+        why = "features shipped with the dataset" + (f"; --encoder {requested_encoder} does not apply"
+                                                    if requested_encoder not in ("auto", "precomputed") else "")
+    elif requested_encoder == "auto":
+        if features.encoder.startswith("biomedclip"):
+            why = "auto: BiomedCLIP weights found locally"
+        else:
+            why = ("auto: no local BiomedCLIP weights (pass --encoder-option path=DIR or --encoder biomedclip to use "
+                   "them), so the general-domain offline encoder is used")
+    else:
+        why = "as requested" + (f" ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else "")
+    d_img, d_txt = features.image.shape[1], features.text.shape[1]
+    lines = [f"{dataset.name}: encoder {features.encoder} ({why}); image {d_img}-d, text {d_txt}-d features"]
+    for text in (dataset.format_skipped(), dataset.format_leakage()):
+        lines += [f"{dataset.name}: {line.strip()}" for line in text.splitlines() if line.strip()]
+    return lines
 
 
 def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, method: str, bits: int | None, seed: int) -> dict[str, Any]:
@@ -218,7 +282,7 @@ def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, metho
     return {
         "method": method,
         "method_class": f"{entry.cls.__module__}.{entry.cls.__qualname__}",
-        "method_config": method_config(method, spec.params.get(method)).to_dict(),
+        "method_config": method_config(method, cell_params(spec, method, dataset.name, bits)).to_dict(),
         "dataset": dataset.name,
         "dataset_options": dict(sorted(spec.dataset_options.items())),
         "dataset_seed": spec.dataset_seed,
@@ -240,7 +304,7 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
     config = cell_config(spec, dataset, features, method_name, bits, seed)
     cid = config_hash(config)
     entry = METHODS.get(method_name)
-    method = create_method(method_name, spec.params.get(method_name), device=spec.device)
+    method = create_method(method_name, cell_params(spec, method_name, dataset.name, bits), device=spec.device)
     train = feature_split(dataset, features, "train")
     val = feature_split(dataset, features, "validation")
     query = feature_split(dataset, features, "query")
@@ -255,6 +319,9 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
         "variant": method_name,
         "method_config": config["method_config"],
         "method_info": {k: v for k, v in info.items() if k != "expert_load"},
+        "router_collapse": info.get("router_collapse"),
+        "tuning": spec.tuned.get(tuned_key(method_name, dataset.name, bits), {}).get("tuning"),
+        "dataset_audit": dataset.audit(first=0),
         "dataset": dataset.name,
         "dataset_options": config["dataset_options"],
         "dataset_seed": spec.dataset_seed,
@@ -278,17 +345,28 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
         row.update(fields)
         rows.append(row)
 
+    folder = export_dir(spec.out, dataset.name, method_name, cid)
+    per_query: list[dict[str, Any]] = []
     for protocol in spec.protocols:
         q_codes, db_codes = encode_split(method, query, protocol), encode_split(method, db, protocol)
+        if "codes" in spec.exports and method.binary:
+            write_codes(folder, protocol, q_codes, db_codes, query.labels, db.labels)
         for task in spec.tasks:
             qs, ds = TASK_SIDES[task]
             for tie in spec.ties:
                 res = evaluate_codes(method, q_codes[qs], db_codes[ds], query.labels, db.labels, tie=tie, shuffle_seed=seed)
+                diagnostics = res.diagnostic_fields()  # distinct codes, bit balance, degenerate flag (issue 13.2)
                 for mv in res.values:
                     add(protocol=protocol, task=task, metric=mv.metric, k=mv.k, tie=tie, value=float(mv.value),
                         chance=None if mv.chance is None else float(mv.chance), n_queries=res.n_queries,
                         n_queries_without_relevant=res.n_queries_without_relevant, n_database=res.n_database,
-                        tie_shuffle_seed=res.shuffle_seed)
+                        tie_shuffle_seed=res.shuffle_seed, **diagnostics)
+                per_query += [{"protocol": protocol, "task": task, "tie": tie, "metric": metric, "k": k, "values": v}
+                              for (metric, k), v in res.per_query.items()]
+    if "per-query" in spec.exports:
+        write_per_query(folder, per_query)
+    if "model" in spec.exports:
+        method.save(folder / "model.pt")
 
     # Latency and memory (evaluation spec, "Latency and memory in every run").
     for task, modality in (("i2t", "image"), ("t2i", "text")):
@@ -296,18 +374,20 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
             value=time_encode_one(method, getattr(query, modality), modality))
     q_img = encode_split(method, query, "unimodal")["image"]
     db_txt = encode_split(method, db, "unimodal")["text"]
-    feat_dim = int(query.image.shape[1])
+    real_q, real_db, real_space = real_valued_reference(query, db)
+    feat_dim = int(real_db.shape[1])
     from benchmarks.threads import ThreadSettings
 
     with ThreadSettings(1):
         search_ms = time_search(q_img, db_txt, binary=method.binary)
-        real_ms = time_search(query.image, db.image, binary=False)
+        real_ms = time_search(real_q, real_db, binary=False)
     code_bytes = (bits + 7) // 8 if method.binary and bits else 4 * int(q_img.shape[1])
+    real_extra = {"feature_dim": feat_dim, "real_space": real_space}
     for metric, value, extra in (
         ("search_ms_per_query", search_ms, {"search_k": SEARCH_K, "threads": 1}),
-        ("search_ms_per_query_real", real_ms, {"search_k": SEARCH_K, "feature_dim": feat_dim, "threads": 1}),
+        ("search_ms_per_query_real", real_ms, {"search_k": SEARCH_K, "threads": 1, **real_extra}),
         ("bytes_per_item", float(code_bytes), {}),
-        ("bytes_per_item_real", float(4 * feat_dim), {"feature_dim": feat_dim}),
+        ("bytes_per_item_real", float(4 * feat_dim), real_extra),
     ):
         add(protocol="unimodal", task="i2t", metric=metric, tie=None, value=value, **extra)
 

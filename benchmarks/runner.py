@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.cell import PROTOCOLS, TASKS, TIES, RunSpec, cell_config, prepare_features, run_cell
+from benchmarks.cell import PROTOCOLS, TASKS, TIES, RunSpec, cell_config, describe_inputs, prepare_features, run_cell
 from benchmarks.results import cell_path, config_hash, write_cell
 from methods import METHODS, method_config
 
@@ -83,8 +83,8 @@ def run(spec: RunSpec, *, echo: Callable[[str], None] = print) -> list[CellOutco
             dataset_options=spec.dataset_options, cache_dir=spec.cache_dir, label_scheme=spec.label_scheme,
             dataset_seed=spec.dataset_seed, progress=spec.progress, encoder_options=spec.encoder_options,
         )
-        if dataset.skipped:
-            echo(f"{dataset_name}: skipped source records: " + ", ".join(f"{k}={v}" for k, v in dataset.skipped.items()))
+        for line in describe_inputs(dataset, features, spec.encoder, spec.encoder_options):
+            echo(line)
         cells = [
             (m, b, s)
             for m in spec.methods
