@@ -228,6 +228,9 @@ class RunSpec:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method name
     force: bool = False
     progress: bool = True
+    #: torch/BLAS/OpenMP threads of the process that runs a cell (part of the cell's identity: float
+    #: reductions, hence results, depend on it).
+    threads: int = 1
     #: Tuned parameters per cell group, keyed by :func:`tuned_key` (method, dataset, bits): ``{"params": {...},
     #: "tuning": {"study", "trial", "budget", "n_complete", "n_pruned", "best_value", "params",
     #: "shared_across_bits"}}``; ``--param`` values still win over tuned ones.
@@ -235,6 +238,8 @@ class RunSpec:
     #: What each cell also writes under ``out/exports/``: ``codes`` (the evaluate file layout), ``model``,
     #: ``per-query`` (per-query AP as CSV); see :mod:`benchmarks.exports`.
     exports: list[str] = field(default_factory=list)
+    #: The ``run`` flags that made this spec (written into the run manifest so ``run --config`` can replay it).
+    command: dict[str, Any] = field(default_factory=dict)
 
 
 def tuned_key(method: str, dataset: str, bits: int | None) -> str:
@@ -295,6 +300,8 @@ def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, metho
         "ties": list(spec.ties),
         "metrics": repr(MetricSpec()),
         "split_sizes": dataset.split_sizes(),
+        "cell_threads": int(spec.threads),
+        "device": spec.device,
     }
 
 
@@ -335,6 +342,8 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
         "n_database": sizes["database"],
         "db_includes_train": dataset.db_includes_train,
         "config_hash": cid,
+        "cell_threads": config["cell_threads"],
+        "device": config["device"],
         "versions": package_versions(),
         "git_commit": git_commit(),
     }

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cli import UsageError, add_device_argument, resolve_device
-from benchmarks.commands._args import loader_options, parse_key_values
+from benchmarks.commands._args import loader_options, nonnegative_int, parse_key_values
+from benchmarks.exports import EXPORT_KINDS
 
 NAME = "run"
 HELP = "train and evaluate methods × datasets × bits × seeds; write result rows and print a summary table"
@@ -82,19 +83,71 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="method config override (repeatable; JSON values); applied to each selected method that has the field")
     p.add_argument("--params", choices=("default", "best"), default="default",
-                   help="'best' takes the best trial of --study as method parameters")
-    p.add_argument("--study", default=None, help="Optuna study name for --params best")
-    p.add_argument("--storage", default=None, help="Optuna storage (journal file path or SQL URL) for --params best")
+                   help="'best': each method takes the best trial of the study that tuned it (--study, or the default "
+                        "study names METHOD-DATASET-BITS that tune and --tune write)")
+    p.add_argument("--study", nargs="+", default=None, metavar="NAME",
+                   help="Optuna studies for --params best, one per tuned method (a study feeds only the method it tuned)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage (journal file path or SQL URL) for --tune / --params best "
+                        "(default results/optuna/journal.log)")
+    p.add_argument("--tune", type=nonnegative_int, default=0, metavar="N",
+                   help="tuned protocol: first tune every selected method with N Optuna trials per (method, dataset, "
+                        "bits) on the validation split (equal budget, resumable), then run the grid with each study's "
+                        "best parameters; rows name study and trial")
+    p.add_argument("--tune-seeds", nargs="+", type=nonnegative_int, default=[0, 1], metavar="SEED",
+                   help="seeds of the tuning fits (objective = mean validation mAP; default 0 1)")
+    p.add_argument("--export", nargs="+", default=[], choices=EXPORT_KINDS, metavar="KIND",
+                   help="also write per cell under OUT/exports/: codes (the evaluate file layout), model, per-query "
+                        "(per-query AP, CSV)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="grid file (TOML with run's flags as keys) or a run manifest OUT/runs/RUN_ID.json to replay; "
+                        "flags on the command line win")
     p.add_argument("--force", action="store_true", help="rerun cells that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_device_argument(p)
+    add_parallel_arguments(p)
+
+
+def _threads_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a thread count >= 1 or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a thread count >= 1 or 'auto', got {value}")
+    return value
+
+
+def _workers_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes >= 1, got {value}")
+    return value
+
+
+def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
+    """``--workers N``, ``--scheduler ADDRESS`` and ``--threads T|auto`` (shared by ``run`` and ``tune``)."""
+    p.add_argument("--workers", type=_workers_value, default=1,
+                   help="worker processes of a local Dask cluster (default 1: serial, in this process)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on the workers of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (see README)")
+    p.add_argument("--threads", type=_threads_value, default=None, metavar="T",
+                   help="torch/BLAS/OpenMP threads per worker process (default 1; 'auto' = this machine's cores "
+                        "// --workers); recorded in every row and part of each cell's identity")
 
 
 def main(args: argparse.Namespace) -> int:
     from benchmarks.catalog import resolve_methods
+    from benchmarks.commands._config import apply_config, command_record
     from medhash_datasets.base import resolve_data_root
     from medhash_datasets.loaders import DATASETS
 
+    args = apply_config(args, add_arguments)
     if not args.bits:
         raise UsageError("--bits needs at least one code length")
     bad = [b for b in args.bits if b < 8]
@@ -114,16 +167,16 @@ def main(args: argparse.Namespace) -> int:
     data_root = resolve_data_root(args.data_root)
 
     from benchmarks.cell import RunSpec
+    from benchmarks.distributed import resolve_threads
     from benchmarks.results import iter_rows
     from benchmarks.runner import run, summary_tables
 
+    threads = resolve_threads(args.threads, workers=args.workers, scheduler=args.scheduler)
     params = parse_param_values(args.param)
-    if args.params == "best":
-        if not args.study:
-            raise UsageError("--params best needs --study NAME")
-        from benchmarks.tuning import best_params
-
-        params = {**best_params(args.study, args.storage), **params}
+    if args.tune and args.params == "best":
+        raise UsageError("--tune already uses each study's best trial; drop --params best")
+    if args.study and args.params != "best":
+        raise UsageError("--study only applies with --params best")
     spec = RunSpec(
         methods=methods, datasets=datasets, bits=sorted(set(args.bits)), seeds=list(dict.fromkeys(args.seeds)),
         protocols=args.protocols, tasks=args.tasks, out=out, data_root=data_root,
@@ -132,11 +185,32 @@ def main(args: argparse.Namespace) -> int:
         device=resolve_device(args.device), dataset_options=loader_options(args.dataset_option),
         label_scheme=args.label_scheme, dataset_seed=args.dataset_seed,
         params=params_per_method(methods, params), force=args.force, progress=not args.no_progress,
+        exports=list(args.export), command=command_record(args, add_arguments), threads=threads,
     )
-    outcomes = run(spec)
-    done = sum(o.status == "done" for o in outcomes)
-    print(f"{done} cell(s) run, {len(outcomes) - done} already finished (skipped); results in {out}/cells")
-    rows = [r for o in outcomes for r in iter_rows(o.path)]
+    if args.tune or args.params == "best":
+        from benchmarks.tuned import best_of_studies, tune_then_params
+
+        if args.tune:
+            spec.tuned = tune_then_params(
+                methods, datasets, spec.bits, args.tune, storage=args.storage, seeds=args.tune_seeds,
+                data_root=str(data_root) if data_root else None, encoder=spec.encoder,
+                encoder_options=spec.encoder_options, device=spec.device, dataset_options=spec.dataset_options,
+                cache_dir=args.cache_dir, label_scheme=spec.label_scheme, dataset_seed=spec.dataset_seed,
+                echo=lambda line: print(line, flush=True),
+            )
+        else:
+            spec.tuned = best_of_studies(methods, datasets, spec.bits, studies=args.study, storage=args.storage)
+    outcomes = run(spec, workers=args.workers, scheduler=args.scheduler)
+    count = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "elsewhere", "lost")}
+    extra = "".join(f", {count[s]} {what}" for s, what in (("elsewhere", "finished by another process"),
+                                                            ("lost", "lost with their worker")) if count[s])
+    print(f"{count['done']} cell(s) run, {count['skipped']} already finished (skipped){extra}; results in {out}/cells")
+    rows = [r for o in outcomes if o.status != "lost" for r in iter_rows(o.path)]
     for title, text in summary_tables(rows):
         print(f"\n{title}\n{text}")
+    if count["lost"]:
+        lost = "; ".join(o.label for o in outcomes if o.status == "lost")
+        print(f"incomplete: {count['lost']} cell(s) lost with their worker ({lost}); re-run the same command to "
+              "compute exactly those")
+        return 1
     return 0

@@ -1,0 +1,122 @@
+"""The tuned protocol of ``run``: every selected method tuned with the same Optuna budget on the validation
+split, then the test grid run with each study's best parameters (``run --tune N``), or the best trials of
+existing studies (``run --params best [--study ...]``).
+
+What reaches a cell is :attr:`benchmarks.cell.RunSpec.tuned`, keyed by (method, dataset, bits): the best
+trial's parameters and the ``tuning`` record written into every row of the cell::
+
+    {"study": str, "trial": int, "budget": int, "n_complete": int | None, "n_pruned": int | None,
+     "n_finished": int, "best_value": float, "params": {...}, "protocol": str, "seeds": [...],
+     "shared_across_bits": bool}
+
+A study's parameters only ever reach the method the study tuned (:func:`benchmarks.tuning.resolve_best_params`
+refuses a mismatch, naming both). Methods without a search space (``random``) run with their defaults and get
+no record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks.cell import tuned_key
+
+
+def _record(*, study: str, trial: int | None, budget: int | None, best_value: float | None, params: dict[str, Any],
+            n_complete: int | None, n_pruned: int | None, n_finished: int, protocol: str, seeds: Sequence[int],
+            shared_across_bits: bool) -> dict[str, Any]:
+    return {"study": study, "trial": trial, "budget": budget, "n_complete": n_complete, "n_pruned": n_pruned,
+            "n_finished": n_finished, "best_value": best_value, "params": dict(params), "protocol": protocol,
+            "seeds": list(seeds), "shared_across_bits": shared_across_bits}
+
+
+def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequence[int], n_trials: int, *,
+                     storage: str | None, seeds: Sequence[int], protocol: str = "unimodal", workers: int = 1,
+                     echo: Callable[[str], None] = print, **spec_fields: Any) -> dict[str, dict[str, Any]]:
+    """Tune every binary (method, dataset, bits) and float (method, dataset) study with ``n_trials`` finished
+    trials (resumable: finished trials are kept), and return :attr:`RunSpec.tuned`.
+
+    Float methods (``real-valued``) ignore ``bits``: they are tuned once per dataset, at the first code length,
+    and their record says ``shared_across_bits``.
+
+    Parameters
+    ----------
+    spec_fields
+        :class:`benchmarks.tuning.TuneSpec` fields shared by every study (``data_root``, ``encoder``,
+        ``encoder_options``, ``device``, ``dataset_options``, ``cache_dir``, ``label_scheme``, ``dataset_seed``).
+
+    Raises
+    ------
+    UsageError
+        Invalid values, or an existing study tuned with other settings (checked before the first trial).
+    """
+    from benchmarks.tuning import tune_grid
+    from methods import METHODS
+
+    binary = [m for m in methods if METHODS.get(m).cls.binary]
+    floats = [m for m in methods if not METHODS.get(m).cls.binary]
+    summaries = []
+    if binary:
+        summaries += tune_grid(binary, datasets, bits, n_trials, storage=storage, seeds=tuple(seeds),
+                               protocol=protocol, workers=workers, echo=echo, **spec_fields)
+    if floats:
+        summaries += tune_grid(floats, datasets, [min(bits)], n_trials, storage=storage, seeds=tuple(seeds),
+                               protocol=protocol, workers=workers, echo=echo, **spec_fields)
+    tuned: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        if s.skipped or s.best_value is None:
+            continue
+        is_float = s.method in floats
+        record = _record(study=s.study_name, trial=s.best_trial, budget=s.budget, best_value=s.best_value,
+                         params=s.best_params, n_complete=s.n_complete, n_pruned=s.n_pruned,
+                         n_finished=s.n_complete + s.n_pruned, protocol=protocol, seeds=seeds,
+                         shared_across_bits=is_float)
+        key_bits = None if is_float else s.bits
+        tuned[tuned_key(s.method, s.dataset, key_bits)] = {"params": dict(s.best_params), "tuning": record}
+    return tuned
+
+
+def best_of_studies(methods: Sequence[str], datasets: Sequence[str], bits: Sequence[int], *,
+                    studies: Sequence[str] | None, storage: str | None) -> dict[str, dict[str, Any]]:
+    """:attr:`RunSpec.tuned` from existing studies (``run --params best``).
+
+    With ``studies`` (``--study A B``), each study feeds the one method it tuned, at every dataset and code length
+    of the run (``shared_across_bits`` when the run has several code lengths). Without, the default study names
+    ``method-dataset-bits`` written by ``tune`` / ``run --tune`` are looked up per cell group.
+
+    Raises
+    ------
+    UsageError
+        A study that tuned another method, two studies for one method, or a tunable method without a study.
+    """
+    from benchmarks.tuning import resolve_best_params
+    from methods import METHODS
+
+    tuned: dict[str, dict[str, Any]] = {}
+
+    def add(best: Any, dataset: str, key_bits: int | None, shared: bool) -> None:
+        record = _record(study=best.study_name, trial=best.trial_number, budget=best.budget, best_value=best.value,
+                         params=best.params, n_complete=None, n_pruned=None, n_finished=best.n_finished,
+                         protocol=str(getattr(best, "protocol", "unimodal")), seeds=getattr(best, "seeds", []) or [],
+                         shared_across_bits=shared)
+        tuned[tuned_key(best.method, dataset, key_bits)] = {"params": dict(best.params), "tuning": record}
+
+    if studies:
+        chosen = resolve_best_params(methods, list(studies), storage)
+        for method, best in chosen.items():
+            is_float = not METHODS.get(method).cls.binary
+            for dataset in datasets:
+                for b in ([None] if is_float else bits):
+                    add(best, dataset, b, shared=is_float or len(bits) > 1 or best.bits not in (None, b))
+        return tuned
+    for dataset in datasets:
+        for b in bits:
+            chosen = resolve_best_params([m for m in methods if METHODS.get(m).cls.binary], None, storage,
+                                         dataset=dataset, bits=b)
+            for best in chosen.values():
+                add(best, dataset, b, shared=False)
+        floats = [m for m in methods if not METHODS.get(m).cls.binary]
+        if floats:
+            for best in resolve_best_params(floats, None, storage, dataset=dataset, bits=min(bits)).values():
+                add(best, dataset, None, shared=True)
+    return tuned
