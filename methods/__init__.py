@@ -74,6 +74,7 @@ def create_method(name: str, params: dict[str, Any] | None = None, *, device: st
 #: How reports and figures name a registry entry (registry name → display name, as the papers write it).
 DISPLAY_NAMES: dict[str, str] = {
     "random": "Random", "cca-itq": "CCA-ITQ", "real-valued": "Real-valued", "ddbh": "DDBH", "dscph": "DScPH",
+    "dscph-raw-ip": "DScPH (raw IP)",
     "ucmfh": "UCMFH", "mcmfh": "MCMFH", "mcmfh-no-moe": "MCMFH w/o MoE", "mcmfh-no-dv": "MCMFH w/o DV-MLP",
     "mcmfh-no-gate": "MCMFH w/o gating loss", "mcmfh-no-stage1": "MCMFH w/o stage 1",
 }

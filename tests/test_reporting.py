@@ -16,7 +16,7 @@ from scipy import stats
 
 from benchmarks.cli import main as cli_main
 from benchmarks.report.figures import latency_styles, plot_latency_vs_db_size
-from benchmarks.report.rows import ReportError
+from benchmarks.report.rows import NoTable, ReportError
 from benchmarks.report.significance import holm, paired_test, significance_table
 from benchmarks.report.table import Stat, latex_escape
 from benchmarks.report.tables import ablation_table, efficiency_table, engine_table, main_table
@@ -132,7 +132,7 @@ def test_main_table_other_metric_and_tie(rows: pd.DataFrame) -> None:
     assert isinstance(cell, Stat)
     assert cell.mean == pytest.approx(exp.loc[("ucmfh", "t2i", 32), "mean"], abs=1e-12)
     assert cell.std == pytest.approx(exp.loc[("ucmfh", "t2i", 32), "std"], abs=1e-12)
-    assert "map@50 (index ties)" in table.title
+    assert "mAP@50 (index ties)" in table.title
 
 
 def test_duplicate_rows_of_one_seed_count_once(rows: pd.DataFrame) -> None:
@@ -161,7 +161,8 @@ def test_ablation_table_holds_the_headline_and_its_variants(rows: pd.DataFrame) 
     col = {m: exp.loc[(m, "t2i", 16), "mean"] for m in ("mcmfh", "mcmfh-no-dv", "mcmfh-no-moe")}
     bolds = [r[0] for r in table.rows if r[1 + len(BITS)].bold]
     assert bolds == [max(col, key=col.get)]
-    assert ablation_table(rows[rows["variant"] == "mcmfh"], dataset="medpix") is None
+    with pytest.raises(NoTable, match="no variants of 'mcmfh'"):
+        ablation_table(rows[rows["variant"] == "mcmfh"], dataset="medpix")
 
 
 def test_efficiency_table_numbers(rows: pd.DataFrame) -> None:
@@ -243,8 +244,8 @@ def test_small_n_is_flagged() -> None:
     df = df[(df["bits"].isin([16, None])) | df["bits"].isna()]
     df = df[df["task"].isin(["i2t", "-"])]
     table = significance_table(df, dataset="medpix")
-    assert table.data["n"].tolist() == [3, 3, 3]
-    assert all("(n too small)" in row[5] for row in table.rows)
+    assert table.data["n"].tolist() == table.data["n_effective"].tolist() == [3, 3, 3]
+    assert all(row[2] == "3 (n too small)" for row in table.rows)
 
 
 # ---- rendering -----------------------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def test_latex_structure_and_escaping(rows: pd.DataFrame) -> None:
 @pytest.mark.slow
 def test_report_command_writes_tables_and_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
-    all_rows = make_rows()
+    all_rows = [r for r in make_rows() if r["bits"] in (None, 16) or r["protocol"] == "efficiency"]  # fewer figures
     for variant in {r["variant"] for r in all_rows}:
         write_cell(run_dir / "cells" / "medpix" / str(variant) / "x.jsonl", [r for r in all_rows if r["variant"] == variant])
     out = tmp_path / "report"
@@ -274,14 +275,19 @@ def test_report_command_writes_tables_and_figures(tmp_path: Path, capsys: pytest
     for stem in ("main_medpix_unimodal", "ablation_medpix_unimodal", "significance_medpix_unimodal",
                  "efficiency_medpix", "engines"):
         assert f"{stem}.md" in names and f"{stem}.tex" in names
-    for stem in ("map_vs_bits_medpix_unimodal", "pr_radius_medpix_unimodal_16bits", "precision_at_n_medpix_unimodal_64bits",
+    for stem in ("map_vs_bits_medpix_unimodal", "pr_radius_medpix_unimodal_16bits", "precision_at_n_medpix_unimodal_16bits",
                  "latency_vs_db_size", "expert_load_medpix"):
-        png, pdf = out / "figures" / f"{stem}.png", out / "figures" / f"{stem}.pdf"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
-        width, height = struct.unpack(">II", png.read_bytes()[16:24])
-        assert width > 600 and height > 300
+        for suffix, inches in (("", 7.0), ("_col", 3.5)):  # page and column width, saved at exactly that width
+            png, pdf = out / "figures" / f"{stem}{suffix}.png", out / "figures" / f"{stem}{suffix}.pdf"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+            width, height = struct.unpack(">II", png.read_bytes()[16:24])
+            assert width == round(inches * 200) and height > 300
     main_md = (out / "main_medpix_unimodal.md").read_text()
-    assert main_md == main_table(pd.DataFrame(make_rows()), dataset="medpix").to_markdown()
+    assert main_md == main_table(pd.DataFrame(all_rows), dataset="medpix").to_markdown()
+    # the folder holds exactly what its manifest lists, including the rows export
+    manifest = json.loads((out / "report.json").read_text())
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == manifest["files"]
+    assert "rows.jsonl.gz" in manifest["files"] and manifest["source"] == str(run_dir)
     if shutil.which("pdflatex"):
         proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"], cwd=out,
                               capture_output=True, text=True, timeout=120)
@@ -402,7 +408,7 @@ def test_report_cli_other_metrics_and_bad_requests(tmp_path: Path, capsys: pytes
     mean, std = expected_cell(pd.DataFrame(runner_rows()), "cca-itq", "i2t", 16, "map@k", 50)
     md = (out / "main_medpix_unimodal.md").read_text()
     assert md_cell(md, "cca-itq", 1).strip("*") == f"{mean:.3f} ± {std:.3f}"
-    assert "map@50 (tie-aware)" in (out / "efficiency_medpix.md").read_text()
+    assert "mAP@50 (tie-aware)" in (out / "efficiency_medpix.md").read_text()
     capsys.readouterr()
     assert cli_main(["report", str(run), "--metric", "p@r2", "--out", str(tmp_path / "o2"), "--no-figures"]) == 0
     capsys.readouterr()
@@ -434,7 +440,7 @@ def test_different_configurations_are_not_averaged(tmp_path: Path, field: str,
     rows = runner_rows(dataset_fields=first) + runner_rows(config=config, dataset_fields=second, seeds=(3, 4))
     df = pd.DataFrame(rows)
     with pytest.raises(ReportError, match=rf"rows of 'cca-itq' at 16 bits on 'medpix' come from 2 configurations "
-                                          rf"\(differing in {field}: .*report a narrower folder"):
+                                          rf"\(differing in {field}[.:].*report a narrower folder"):
         main_table(df, dataset="medpix")
     for fn in (efficiency_table, significance_table):
         with pytest.raises(ReportError, match="come from 2 configurations"):
@@ -499,7 +505,7 @@ def test_engine_table_shows_dash_for_exact_engines() -> None:
     assert "nan" not in md.lower()
     col = table.header_labels().index("recall@k")
     for row in table.rows:
-        assert row[col] == ("0.9" if row[0] == "BHash4" else "–")
+        assert row[col] == ("0.9" if row[0] == "BHash4 (approx.)" else "–")
 
 
 def test_latency_figure_one_colour_per_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -509,7 +515,8 @@ def test_latency_figure_one_colour_per_engine(tmp_path: Path, monkeypatch: pytes
     captured = {}
 
     def keep(fig, stem):
-        captured["lines"] = [(ln.get_label(), ln.get_color(), ln.get_linestyle()) for ln in fig.axes[0].get_lines()]
+        captured["lines"] = [(ln.get_label().split(" (approx.")[0], ln.get_color(), ln.get_linestyle())
+                             for ln in fig.axes[0].get_lines()]
         return []
 
     monkeypatch.setattr(figures, "save_figure", keep)

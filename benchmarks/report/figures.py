@@ -135,7 +135,7 @@ def pr_points(data: pd.DataFrame) -> pd.DataFrame:
     keys = ["variant", "task", "seed", "k"]
     prec = data[data["metric"] == "pr_radius_precision"].groupby(keys)[["value", "chance"]].mean()
     rec = data[data["metric"] == "pr_radius_recall"].groupby(keys)[["value", "chance"]].mean()
-    both = prec.join(rec, lsuffix="_p", rsuffix="_r", how="inner").reset_index()
+    both = prec.add_suffix("_p").join(rec.add_suffix("_r"), how="inner").reset_index()
     pairs_within = both["chance_r"]
     empty = (pairs_within == 0) | (pairs_within.isna() & (both["value_p"] == 0) & (both["value_r"] == 0))
     kept = both[~empty.to_numpy()]
