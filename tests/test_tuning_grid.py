@@ -71,7 +71,8 @@ def test_printed_run_command_round_trips_through_the_run_parser(tmp_path: Path, 
     run = build_parser().parse_args(cmd[3:])  # the real `run` parser
     assert run.command == "run"
     assert (run.methods, run.datasets, run.bits) == (["dscph"], ["medpix"], [32])
-    assert (run.params, run.study, run.storage) == ("best", "dscph tuned", storage)
+    studies = run.study if isinstance(run.study, list) else [run.study]  # one name or one per method
+    assert (run.params, studies, run.storage) == ("best", ["dscph tuned"], storage)
     assert run.protocols == ["paired"]  # the protocol the parameters were tuned under
     assert run.data_root == str(data_root.resolve()) == spec.data_root
     assert (run.encoder, parse_key_values(run.encoder_option, "--encoder-option")) == ("biomedclip", {"path": "/w x/clip"})
@@ -142,6 +143,7 @@ def test_best_params_reach_only_the_method_their_study_tuned(toy_env: Path, tmp_
         assert (got[method].method, got[method].study_name) == (method, name)
         assert (got[method].trial_number, got[method].params) == best_of(name)
     assert got["ddbh"].bits == 32 and got["ddbh"].dataset == "synthetic" and got["ddbh"].budget == 3
+    assert got["ddbh"].protocol == "unimodal" and got["ddbh"].seeds == (0,) and got["ddbh"].n_finished == 3
     defaults = resolve_best_params(["dscph", "ddbh"], None, storage, dataset="synthetic", bits=16)
     assert {m: b.study_name for m, b in defaults.items()} == {"dscph": "dscph-synthetic-16", "ddbh": "ddbh-synthetic-16"}
 
@@ -154,6 +156,9 @@ def test_best_params_reach_only_the_method_their_study_tuned(toy_env: Path, tmp_
         resolve_best_params(["ddbh", "dscph"], ["ddbh-synthetic-16"], storage)
     with pytest.raises(UsageError, match=r"studies 'ddbh-synthetic-16' and 'ddbh-synthetic-32' both tuned method ddbh"):
         resolve_best_params(["ddbh"], ["ddbh-synthetic-16", "ddbh-synthetic-32"], storage)
+    tune_grid(["ddbh"], ["synthetic"], [16], 2, storage=storage, objective=TOY, seeds=(0,), study_prefix="p")
+    prefixed = resolve_best_params(["ddbh"], None, storage, dataset="synthetic", bits=16, study_prefix="p")
+    assert prefixed["ddbh"].study_name == "p-ddbh-synthetic-16" and prefixed["ddbh"].n_finished == 2
     optuna.create_study(study_name="foreign", storage=store)
     with pytest.raises(UsageError, match="study 'foreign' .* records no method"):
         resolve_best_params(["ddbh"], ["foreign"], storage)

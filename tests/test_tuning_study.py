@@ -106,6 +106,11 @@ def test_resolved_encoder_is_recorded_and_checked(toy_env: Path, tmp_path: Path,
     monkeypatch.setenv("TOY_ENCODER", "biomedclip")
     with pytest.raises(UsageError, match=r"features_encoder 'offline' \(now 'biomedclip'\)"):
         run_study(toy_spec(storage, toy_env, 2))
+    # the same one-line error when the check fails inside spawned workers
+    with pytest.raises(UsageError, match=r"^study 'toy-synthetic-16' .* features_encoder 'offline' \(now 'biomedclip'\)"):
+        run_study(toy_spec(storage, toy_env, 3), workers=2)
+    study = optuna.load_study(study_name="toy-synthetic-16", storage=open_storage(storage))
+    assert [t.state for t in study.get_trials()] == [State.COMPLETE]  # no trial ran under the other encoder
 
 
 def test_one_line_per_finished_trial(toy_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

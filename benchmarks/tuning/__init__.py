@@ -50,7 +50,7 @@ from benchmarks.tuning.best import (
     resolve_best_params,
     tuning_table,
 )
-from benchmarks.tuning.grid import grid_specs, grid_study_name, tune_grid
+from benchmarks.tuning.grid import grid_specs, tune_grid
 from benchmarks.tuning.objective import validation_objective
 from benchmarks.tuning.storage import (
     DEFAULT_JOURNAL,
@@ -69,6 +69,7 @@ from benchmarks.tuning.study import (
     check_study_settings,
     create_or_load_study,
     default_study_name,
+    grid_study_name,
     make_pruner,
     prune_evidence,
     score_subruns,

@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks.cli import UsageError
 from benchmarks.tuning.storage import describe_storage, load_study, open_storage
-from benchmarks.tuning.study import default_study_name, search_space_is_empty
+from benchmarks.tuning.study import grid_study_name, search_space_is_empty
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class BestTrial:
         Finished trials last asked for (``None`` for a study made by an older harness).
     n_finished : int
         Complete + pruned trials the study holds.
+    protocol : str | None
+        Encoding protocol of the validation score the study maximised.
+    seeds : tuple[int, ...]
+        Tuning seeds of the study (empty when not recorded).
     """
 
     method: str
@@ -49,6 +53,8 @@ class BestTrial:
     bits: int | None = None
     budget: int | None = None
     n_finished: int = 0
+    protocol: str | None = None
+    seeds: tuple[int, ...] = ()
 
 
 def _states(study: Any) -> dict[str, list[Any]]:
@@ -86,6 +92,7 @@ def best_trial(study_name: str, storage: str | None = None) -> BestTrial:
         dataset=study.user_attrs.get("dataset"), bits=study.user_attrs.get("bits"),
         budget=study.user_attrs.get("budget"),
         n_finished=len(states.get("COMPLETE", [])) + len(states.get("PRUNED", [])),
+        protocol=study.user_attrs.get("protocol"), seeds=tuple(study.user_attrs.get("seeds") or ()),
     )
 
 
@@ -112,6 +119,7 @@ def resolve_best_params(
     *,
     dataset: str | None = None,
     bits: int | None = None,
+    study_prefix: str | None = None,
 ) -> dict[str, BestTrial]:
     """Map every selected method to the best trial of the one study that tuned it.
 
@@ -121,12 +129,12 @@ def resolve_best_params(
         Selected method names (resolved, no wildcards).
     studies : str | sequence of str | mapping | None
         Study names (``--study A B``; each study's recorded method decides which method it feeds), a mapping
-        method → study name, or ``None`` for the default names ``method-dataset-bits`` (needs ``dataset`` and
-        ``bits``; what ``tune`` and :func:`benchmarks.tuning.grid.tune_grid` create).
+        method → study name, or ``None`` for the grid names ``[prefix-]method-dataset-bits`` (needs
+        ``dataset`` and ``bits``; what ``tune`` and :func:`benchmarks.tuning.grid.tune_grid` create).
     storage : str | None
         The Optuna storage (``None`` = default journal).
-    dataset, bits
-        Only for default names.
+    dataset, bits, study_prefix
+        Only for grid names (:func:`benchmarks.tuning.study.grid_study_name`).
 
     Returns
     -------
@@ -146,7 +154,7 @@ def resolve_best_params(
     if studies is None:
         if dataset is None or bits is None:
             raise UsageError("--params best needs --study NAME (or a dataset and code length for default names)")
-        pairs = [(m, default_study_name(m, dataset, int(bits))) for m in tunable]
+        pairs = [(m, grid_study_name(m, dataset, int(bits), study_prefix)) for m in tunable]
     elif isinstance(studies, Mapping):
         pairs = list(studies.items())
     else:

@@ -16,18 +16,11 @@ from benchmarks.tuning.storage import describe_storage, open_storage
 from benchmarks.tuning.study import (
     TuneSpec,
     check_study_settings,
-    default_study_name,
+    grid_study_name,
     search_space_is_empty,
     study_settings,
 )
 from benchmarks.tuning.workers import Echo, TuneSummary, run_study
-
-
-def grid_study_name(method: str, dataset: str, bits: int, prefix: str | None = None) -> str:
-    """Deterministic study name of a grid cell: ``method-dataset-bits`` (the ``tune`` default), or
-    ``prefix-method-dataset-bits`` with a prefix."""
-    name = default_study_name(method, dataset, bits)
-    return f"{prefix}-{name}" if prefix else name
 
 
 def grid_specs(methods: Sequence[str], datasets: Sequence[str], bits: Sequence[int], n_trials: int, *,
@@ -135,4 +128,4 @@ def tune_grid(methods: Sequence[str], datasets: Sequence[str], bits: Sequence[in
     return summaries
 
 
-__all__ = ["grid_specs", "grid_study_name", "preflight", "tune_grid"]
+__all__ = ["grid_specs", "preflight", "tune_grid"]

@@ -135,6 +135,13 @@ def default_study_name(method: str, dataset: str, bits: int) -> str:
     return f"{method}-{dataset}-{int(bits)}"
 
 
+def grid_study_name(method: str, dataset: str, bits: int, prefix: str | None = None) -> str:
+    """Deterministic study name of a grid cell: ``method-dataset-bits`` (the ``tune`` default), or
+    ``prefix-method-dataset-bits`` with a prefix."""
+    name = default_study_name(method, dataset, bits)
+    return f"{prefix}-{name}" if prefix else name
+
+
 def study_settings(spec: TuneSpec) -> dict[str, Any]:
     """The objective settings a study records (JSON values) and a resumed call must match.
 
@@ -345,6 +352,7 @@ __all__ = [
     "check_study_settings",
     "create_or_load_study",
     "default_study_name",
+    "grid_study_name",
     "make_pruner",
     "make_sampler",
     "prune_evidence",
