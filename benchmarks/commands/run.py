@@ -88,8 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", nargs="+", default=None, metavar="NAME",
                    help="Optuna studies for --params best, one per tuned method (a study feeds only the method it tuned)")
     p.add_argument("--storage", default=None,
-                   help="Optuna storage (journal file path or SQL URL) for --tune / --params best "
-                        "(default results/optuna/journal.log)")
+                   help="Optuna storage (journal file path or SQL URL); default OUT/optuna/journal.log for --tune, "
+                        "results/optuna/journal.log (tune's default) for --params best")
     p.add_argument("--tune", type=nonnegative_int, default=0, metavar="N",
                    help="tuned protocol: first tune every selected method with N Optuna trials per (method, dataset, "
                         "bits) on the validation split (equal budget, resumable), then run the grid with each study's "
@@ -191,8 +191,9 @@ def main(args: argparse.Namespace) -> int:
         from benchmarks.tuned import best_of_studies, tune_then_params
 
         if args.tune:
+            storage = args.storage or str(out / "optuna" / "journal.log")  # studies beside the run they feed
             spec.tuned = tune_then_params(
-                methods, datasets, spec.bits, args.tune, storage=args.storage, seeds=args.tune_seeds,
+                methods, datasets, spec.bits, args.tune, storage=storage, seeds=args.tune_seeds,
                 data_root=str(data_root) if data_root else None, encoder=spec.encoder,
                 encoder_options=spec.encoder_options, device=spec.device, dataset_options=spec.dataset_options,
                 cache_dir=args.cache_dir, label_scheme=spec.label_scheme, dataset_seed=spec.dataset_seed,
