@@ -28,7 +28,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#756bb1", "#636363")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 #: The chance line: distinct from every method (black, dotted), above them (high z-order), labelled.
-CHANCE_STYLE: dict[str, Any] = {"color": "black", "linestyle": (0, (1, 1.2)), "linewidth": 1.6, "zorder": 20,
+CHANCE_STYLE: dict[str, Any] = {"color": "black", "linestyle": ":", "linewidth": 1.8, "zorder": 20,
                                 "label": "chance"}
 #: Text sizes in points: nothing below 7 pt at the printed size.
 RC: dict[str, Any] = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,

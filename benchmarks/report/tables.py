@@ -115,7 +115,7 @@ def budget_note(sel: pd.DataFrame) -> str:
     """The tuning budget behind a table's rows, one sentence (issue 14 item 4).
 
     ``"Each method tuned with 20 Optuna trials per (method, bits) on the validation split."`` when every
-    non-reference variant carries the same budget; ``"Untuned: hand-set defaults (no Optuna study)."`` when none
+    variant but ``random`` (nothing to tune) carries the same budget; ``"Untuned: hand-set defaults (no Optuna study)."`` when none
     does; otherwise the budget per tuned variant and the untuned ones (and, when budgets differ, that the
     comparison is not at an equal budget). Studies shared across code lengths are named.
     """
@@ -123,7 +123,7 @@ def budget_note(sel: pd.DataFrame) -> str:
     shared: set[str] = set()
     untuned: set[str] = set()
     for variant, tuning in zip(sel["variant"], sel["tuning"]):
-        if _is_reference(variant):
+        if variant.split(" (")[0] == "random":  # no search space: random codes are never tuned
             continue
         if isinstance(tuning, dict):
             budgets.setdefault(variant, set()).add(tuning.get("budget"))
