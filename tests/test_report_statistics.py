@@ -169,3 +169,12 @@ def test_metric_names_are_spelled_one_way() -> None:
         "mAP@all", "mAP@50", "mAP@K", "P@10", "NDCG@10", "P@r≤2"]
     rows = pd.DataFrame(accuracy_rows({("ucmfh", 16, 0): 0.5}, metric="map@k", k=50))
     assert main_table(rows, dataset="medpix", metric="map@50").title.startswith("medpix: mAP@50 (tie-aware)")
+
+
+def test_data_info_tables_keep_their_decimals(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cli import main as cli_main
+
+    assert cli_main(["data", "info", "synthetic"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| label")]
+    fractions = [ln.strip("|").split("|")[2].strip() for ln in lines[1:]]
+    assert fractions and all(re.fullmatch(r"0\.\d{3}", f) for f in fractions)  # e.g. 0.180, never 0.18
