@@ -7,23 +7,24 @@
 - ``real-valued``: no hashing; cosine similarity in a shared space (the raw encoder space when the two
   modalities share it, else the CCA space) — the accuracy and latency reference for "hashing vs float".
 
-Model selection (methods spec, "Reference baselines"). Unless fixed in the config, the CCA ridge of both
-CCA baselines (and the CCA dimension of ``real-valued``) is chosen on the validation split: every candidate of
-:data:`methods.cca.RIDGE_GRID` (relative ridges 1e-4 … 1e3, half-decade steps) × :data:`methods.cca.DIM_GRID`
-is fitted on the training split and scored by :func:`methods.selection.validation_score` (tie-aware mAP,
-validation queries against the training database, mean of i2t and t2i); the best one is kept (ties: the
-larger ridge, then the smaller dimension). The choice, the grid and the validation mAP are in ``info()``, so
-they land in every result row. The query split is never seen. CCA directions beyond the training views'
-numerical rank raise :class:`methods.cca.CCARankError` (``cca-itq``) or cap the dimension, recorded
-(``real-valued``).
+Model selection (methods spec, "Reference baselines"). Unless fixed in the config, both CCA baselines choose
+the CCA ridge (:data:`methods.cca.RIDGE_GRID`: relative ridges 1e-4 … 1e3, decade steps) and the power p of
+the direction weights ``corr_j ** p`` (:data:`methods.cca.EIG_POWER_GRID`: 1, 2, 4) jointly on the validation
+split, and ``real-valued`` then its CCA dimension (:data:`methods.cca.DIM_GRID`, capped at the rank) at the
+chosen pair. Each candidate is fitted on the training split and scored by
+:func:`methods.selection.validation_score` (tie-aware mAP, validation queries against the training database,
+mean of i2t and t2i); the best is kept (ties: larger ridge, then smaller power, then smaller dimension). The
+choices, how each was made and the validation mAP are in ``info()``, so they land in every result row. The
+query split is never seen. CCA directions beyond the training views' numerical rank raise
+:class:`methods.cca.CCARankError` (``cca-itq``) or cap the dimension, recorded (``real-valued``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,7 +33,9 @@ from methods import register_method
 from methods.base import ConfigError, EncodedBatch, HashingMethod, MethodConfig, check_bits, check_range
 from methods.cca import (
     DIM_GRID,
+    EIG_POWER_GRID,
     FALLBACK_DIM,
+    FALLBACK_EIG_POWER,
     FALLBACK_RIDGE,
     RIDGE_GRID,
     CCAProjection,
@@ -41,9 +44,6 @@ from methods.cca import (
     fit_cca,
 )
 from methods.selection import ValidationScore, validation_score
-
-#: How the grid is written in ``info()`` (the full grid is :data:`methods.cca.RIDGE_GRID`).
-RIDGE_GRID_NOTE = f"relative ridge {RIDGE_GRID[0]:g}..{RIDGE_GRID[-1]:g}, {len(RIDGE_GRID)} half-decade steps"
 
 
 # ---- ITQ ---------------------------------------------------------------------------------------------
@@ -125,8 +125,12 @@ class RandomCodes(HashingMethod):
 
 
 # ---- shared selection --------------------------------------------------------------------------------
-def _candidates(fixed: float | None, grid: Iterable[float], fallback: float, validation: FeatureSplit | None) -> tuple[list[float], str]:
-    """Candidate values of one selected hyper-parameter and how the choice is made (recorded in ``info()``).
+class _Encodable(Protocol):
+    def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None) -> EncodedBatch: ...
+
+
+def _candidates(fixed: Any, grid: Iterable[Any], fallback: Any, validation: FeatureSplit | None) -> tuple[list[Any], str]:
+    """Candidate values of one hyper-parameter and how it is chosen (recorded in ``info()``).
 
     ``fixed`` (not None) wins ("fixed (config)"); else the ``grid`` is searched on the validation split
     ("validation"), or ``fallback`` is used when the validation split is empty.
@@ -138,14 +142,51 @@ def _candidates(fixed: float | None, grid: Iterable[float], fallback: float, val
     return list(grid), "validation"
 
 
-def _rank_info(stats: CCAStatistics) -> dict[str, int]:
-    return {"cca_rank_image": stats.rank_x, "cca_rank_text": stats.rank_y, "cca_train_pairs": stats.n}
+def _select(
+    candidates: Sequence[tuple[Any, ...]],
+    build: Callable[..., _Encodable],
+    train: FeatureSplit,
+    validation: FeatureSplit,
+    *,
+    binary: bool,
+) -> tuple[tuple[Any, ...], _Encodable, ValidationScore | None]:
+    """Build every candidate and keep the one with the best validation mAP (the first among ties).
+
+    A single candidate is built without scoring (nothing to choose; its score is ``None``).
+    """
+    if len(candidates) == 1:
+        return candidates[0], build(*candidates[0]), None
+    best: tuple[tuple[Any, ...], _Encodable, ValidationScore] | None = None
+    for cand in candidates:
+        model = build(*cand)
+        score = validation_score(model.encode, train, validation, binary=binary)
+        if best is None or score.mean > best[2].mean + 1e-12:
+            best = (cand, model, score)
+    assert best is not None
+    return best
 
 
-def _check_reg(cfg: MethodConfig) -> None:
-    reg = cfg.reg  # type: ignore[attr-defined]
-    if reg is not None and not 0.0 <= reg <= 1e6:
-        raise ConfigError(f"{type(cfg).__name__}.reg = {reg!r} is outside [0, 1e6] (null = choose on validation)")
+def _selection_record(stats: CCAStatistics, chosen: dict[str, tuple[Any, str]], score: ValidationScore | None) -> dict[str, Any]:
+    """``info()`` entries: each chosen value and how it was chosen, the grids searched, ranks, validation mAP."""
+    out: dict[str, Any] = {}
+    for name, (value, how) in chosen.items():
+        out[name] = value
+        out[f"{name}_selection"] = how
+    out.update({"cca_rank_image": stats.rank_x, "cca_rank_text": stats.rank_y, "cca_train_pairs": stats.n})
+    if score is not None:
+        out.update({"val_map": round(score.mean, 6), "val_relevance": score.relevance})
+    return out
+
+
+def _weights(cca: CCAProjection, power: float) -> np.ndarray:
+    """Direction weights ``corr_j ** power`` (k,), floored at 1e-12 before the power."""
+    return np.power(np.maximum(cca.corr, 1e-12), power)
+
+
+def _check_optional(cfg: MethodConfig, name: str, low: float, high: float) -> None:
+    value = getattr(cfg, name)
+    if value is not None and not low <= value <= high:
+        raise ConfigError(f"{type(cfg).__name__}.{name} = {value!r} is outside [{low}, {high}] (null = choose on validation)")
 
 
 # ---- CCA-ITQ -----------------------------------------------------------------------------------------
@@ -160,24 +201,25 @@ class CCAITQConfig(MethodConfig):
     reg : float or None
         CCA covariance ridge, relative to the mean eigenvalue. ``None`` (default; ``--param reg=null``):
         chosen on the validation split from :data:`methods.cca.RIDGE_GRID`.
-    eig_power : float
+    eig_power : float or None
         Scale canonical direction j by ``corr_j ** eig_power`` before ITQ (Gong & Lazebnik weight CCA
-        directions by their eigenvalues; 0 disables).
+        directions by their eigenvalues; 0 disables). ``None`` (default): chosen on the validation split from
+        :data:`methods.cca.EIG_POWER_GRID`.
     """
 
     itq_iterations: int = 50
     reg: float | None = None
-    eig_power: float = 1.0
+    eig_power: float | None = None
 
     def validate(self) -> None:
         check_range(self, "itq_iterations", 0, 10_000)
-        _check_reg(self)
-        check_range(self, "eig_power", 0.0, 8.0)
+        _check_optional(self, "reg", 0.0, 1e6)
+        _check_optional(self, "eig_power", 0.0, 8.0)
 
 
 @dataclass
 class _ITQModel:
-    """One fitted CCA-ITQ candidate: CCA maps, per-direction scale and the ITQ rotation (k, k)."""
+    """One fitted CCA-ITQ candidate: CCA maps, per-direction scale (k,) and the ITQ rotation (k, k)."""
 
     cca: CCAProjection
     scale: np.ndarray
@@ -193,13 +235,13 @@ class _ITQModel:
         )
 
 
-@register_method("cca-itq", tags=("baseline",), description="CCA to K dims + ITQ rotation (Gong & Lazebnik 2011), ridge chosen on validation")
+@register_method("cca-itq", tags=("baseline",), description="CCA to K dims + ITQ rotation (Gong & Lazebnik 2011), ridge and weights chosen on validation")
 class CCAITQ(HashingMethod):
     """Cross-modal CCA-ITQ: one rotation learned on both modalities' CCA projections, bits = ``V R >= 0``.
 
-    The CCA ridge is chosen on the validation split unless fixed (module docstring). ``fit`` raises
-    :class:`methods.cca.CCARankError` when K exceeds the numerical rank of either centred training view
-    (such directions would give constant bits).
+    The CCA ridge and direction weights are chosen on the validation split unless fixed (module docstring).
+    ``fit`` raises :class:`methods.cca.CCARankError` when K exceeds the numerical rank of either centred
+    training view (such directions would give constant bits).
     """
 
     config_class = CCAITQConfig
@@ -210,23 +252,20 @@ class CCAITQ(HashingMethod):
         assert isinstance(cfg, CCAITQConfig)
         stats = CCAStatistics(train.image, train.text)
         stats.check_directions(int(bits), f"cca-itq at {bits} bits")
-        ridges, how = _candidates(cfg.reg, sorted(RIDGE_GRID, reverse=True), FALLBACK_RIDGE, validation)
-        best: tuple[float, float, _ITQModel, ValidationScore | None] | None = None
-        for reg in ridges:
-            cca = stats.projection(int(bits), reg)
-            scale = np.power(np.maximum(cca.corr, 1e-12), cfg.eig_power)
+        ridges, reg_how = _candidates(cfg.reg, sorted(RIDGE_GRID, reverse=True), FALLBACK_RIDGE, validation)
+        powers, pow_how = _candidates(cfg.eig_power, EIG_POWER_GRID, FALLBACK_EIG_POWER, validation)
+        projections = {reg: stats.projection(int(bits), reg) for reg in ridges}
+
+        def build(reg: float, power: float) -> _ITQModel:
+            cca = projections[reg]
+            scale = _weights(cca, power)
             v = np.concatenate([cca.project_x(train.image), cca.project_y(train.text)]) * scale
-            model = _ITQModel(cca, scale, itq_rotation(v, cfg.itq_iterations, np.random.default_rng(seed)))
-            score = validation_score(model.encode, train, validation, binary=True) if how == "validation" else None
-            value = score.mean if score is not None else 0.0
-            if best is None or value > best[1] + 1e-12:
-                best = (reg, value, model, score)
-        assert best is not None
-        self.model = best[2]
-        self.selection_ = {"reg": best[0], "reg_selection": how, **_rank_info(stats)}
-        if best[3] is not None:
-            self.selection_.update({"reg_grid": RIDGE_GRID_NOTE, "val_map": round(best[3].mean, 6),
-                                    "val_relevance": best[3].relevance})
+            return _ITQModel(cca, scale, itq_rotation(v, cfg.itq_iterations, np.random.default_rng(seed)))
+
+        (reg, power), model, score = _select([(r, p) for r in ridges for p in powers], build, train, validation, binary=True)
+        assert isinstance(model, _ITQModel)
+        self.model = model
+        self.selection_ = _selection_record(stats, {"reg": (reg, reg_how), "eig_power": (power, pow_how)}, score)
         self.bits, self.seed = int(bits), int(seed)
         return self
 
@@ -237,14 +276,11 @@ class CCAITQ(HashingMethod):
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        """Direction weighting before ITQ and ITQ iterations (the ridge is chosen on validation inside ``fit``)."""
-        return {
-            "eig_power": trial.suggest_float("eig_power", 0.0, 2.0),
-            "itq_iterations": trial.suggest_int("itq_iterations", 10, 100, step=10),
-        }
+        """ITQ iterations (the ridge and the direction weights are chosen on validation inside ``fit``)."""
+        return {"itq_iterations": trial.suggest_int("itq_iterations", 10, 100, step=10)}
 
     def info(self) -> dict[str, Any]:
-        """Chosen ridge, how it was chosen, grid, validation mAP and the training views' numerical ranks."""
+        """Chosen ridge and weight power, how each was chosen, validation mAP, the training views' ranks."""
         return dict(getattr(self, "selection_", {}))
 
     def get_state(self) -> dict[str, Any]:
@@ -273,28 +309,27 @@ class RealValuedConfig(MethodConfig):
         Always capped at the training views' numerical rank (recorded in ``info()``).
     reg : float or None
         CCA ridge relative to the mean eigenvalue; ``None`` (default): chosen on the validation split.
-    eig_power : float
+    eig_power : float or None
         In CCA space, scale direction j by ``corr_j ** eig_power`` (as ``cca-itq``) so weakly correlated
-        directions do not dominate the cosine; 0 disables.
+        directions do not dominate the cosine; 0 disables. ``None`` (default): chosen on the validation split.
     """
 
     space: str = "auto"
     cca_dim: int | None = None
     reg: float | None = None
-    eig_power: float = 1.0
+    eig_power: float | None = None
 
     def validate(self) -> None:
         if self.space not in ("auto", "raw", "cca"):
             raise ConfigError(f"RealValuedConfig.space = {self.space!r}; valid: auto, raw, cca")
-        if self.cca_dim is not None:
-            check_range(self, "cca_dim", 1, 100_000)
-        _check_reg(self)
-        check_range(self, "eig_power", 0.0, 8.0)
+        _check_optional(self, "cca_dim", 1, 100_000)
+        _check_optional(self, "reg", 0.0, 1e6)
+        _check_optional(self, "eig_power", 0.0, 8.0)
 
 
 @dataclass
 class _CCAEmbedding:
-    """Scaled CCA projections as float32 embeddings (n, k)."""
+    """Weighted CCA projections as float32 embeddings (n, k)."""
 
     cca: CCAProjection
     scale: np.ndarray
@@ -310,8 +345,9 @@ class _CCAEmbedding:
 class RealValued(HashingMethod):
     """Float32 embeddings compared by cosine similarity; ``bits`` is ignored (``binary = False``).
 
-    In CCA space the ridge and the dimension are chosen on the validation split unless fixed (module
-    docstring); the dimension is capped at the numerical rank of the training views, and the cap recorded.
+    In CCA space the ridge, the direction weights and the dimension are chosen on the validation split unless
+    fixed (module docstring); the dimension is capped at the numerical rank of the training views, and a cap
+    below the feature dimension is recorded as a warning.
     """
 
     config_class = RealValuedConfig
@@ -333,40 +369,36 @@ class RealValued(HashingMethod):
         return self
 
     def _fit_cca(self, train: FeatureSplit, validation: FeatureSplit, cfg: RealValuedConfig) -> None:
+        """Stage 1: (ridge, weight power) jointly at the largest candidate dimension; stage 2: the dimension."""
         stats = CCAStatistics(train.image, train.text)
         stats.check_directions(1, "real-valued (CCA space)")
-        # Ties go to the larger ridge, then the smaller dimension (iteration order, strict improvement).
         ridges, reg_how = _candidates(cfg.reg, sorted(RIDGE_GRID, reverse=True), FALLBACK_RIDGE, validation)
+        powers, pow_how = _candidates(cfg.eig_power, EIG_POWER_GRID, FALLBACK_EIG_POWER, validation)
         asked, dim_how = _candidates(cfg.cca_dim, DIM_GRID, FALLBACK_DIM, validation)
         dims = sorted({min(int(k), stats.rank) for k in asked})
-        full_rank = min(train.image.shape[1], train.text.shape[1])
+        projections = {reg: stats.projection(dims[-1], reg) for reg in ridges}
+
+        def build(reg: float, power: float, k: int) -> _CCAEmbedding:
+            cca = projections[reg].truncate(k)
+            return _CCAEmbedding(cca, _weights(cca, power))
+
+        stage1 = [(r, p, dims[-1]) for r in ridges for p in powers]
+        (reg, power, _), model, score = _select(stage1, build, train, validation, binary=False)
+        if len(dims) > 1:
+            (_, _, dim), model, score = _select([(reg, power, k) for k in dims], build, train, validation, binary=False)
+        else:
+            dim = dims[0]
+        assert isinstance(model, _CCAEmbedding)
+        self.model = model
+        chosen = {"reg": (reg, reg_how), "eig_power": (power, pow_how), "cca_dim": (dim, dim_how)}
+        self.selection_.update(_selection_record(stats, chosen, score))
+        min_dim = min(train.image.shape[1], train.text.shape[1])
         capped = sorted(int(k) for k in asked if k > stats.rank)
-        select = len(ridges) * len(dims) > 1
-        best: tuple[float, int, float, _CCAEmbedding, ValidationScore | None] | None = None
-        for reg in ridges:
-            full = stats.projection(max(dims), reg)
-            for k in dims:
-                cca = full.truncate(k)
-                model = _CCAEmbedding(cca, np.power(np.maximum(cca.corr, 1e-12), cfg.eig_power))
-                score = validation_score(model.encode, train, validation, binary=False) if select else None
-                value = score.mean if score is not None else 0.0
-                if best is None or value > best[2] + 1e-12:
-                    best = (reg, k, value, model, score)
-        assert best is not None
-        self.model = best[3]
-        self.selection_.update({"reg": best[0], "reg_selection": reg_how, "cca_dim": best[1],
-                                "cca_dim_selection": dim_how, **_rank_info(stats)})
-        if reg_how == "validation":
-            self.selection_["reg_grid"] = RIDGE_GRID_NOTE
-        if dim_how == "validation":
-            self.selection_["dim_grid"] = dims
-        if capped and (stats.rank < full_rank or dim_how == "fixed (config)"):
+        if capped and (stats.rank < min_dim or dim_how == "fixed (config)"):
             self.selection_["warning"] = (
                 f"CCA dimension capped at the training views' numerical rank {stats.rank} "
-                f"(min feature dim {full_rank}; asked {capped})"
+                f"(min feature dim {min_dim}; asked {capped})"
             )
-        if best[4] is not None:
-            self.selection_.update({"val_map": round(best[4].mean, 6), "val_relevance": best[4].relevance})
 
     @property
     def dim(self) -> int | None:
@@ -384,13 +416,8 @@ class RealValued(HashingMethod):
             None if text is None else np.asarray(text, dtype=np.float32),
         )
 
-    @classmethod
-    def search_space(cls, trial: Any) -> dict[str, Any]:
-        """Direction weighting of the CCA space (ridge and dimension are chosen on validation inside ``fit``)."""
-        return {"eig_power": trial.suggest_float("eig_power", 0.0, 2.0)}
-
     def info(self) -> dict[str, Any]:
-        """Space used; in CCA space the chosen ridge and dimension, how they were chosen, caps and ranks."""
+        """Space used; in CCA space the chosen ridge, weight power and dimension, how each was chosen, caps, ranks."""
         return dict(getattr(self, "selection_", {}))
 
     def get_state(self) -> dict[str, Any]:

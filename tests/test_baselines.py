@@ -115,7 +115,8 @@ def test_cca_itq_rejects_more_bits_than_dimensions(splits):
 def test_save_load_round_trip_gives_identical_codes(name, splits, tmp_path):
     from methods.base import HashingMethod
 
-    m = create_method(name).fit(splits["train"], splits["validation"], 16, seed=2)
+    fixed = {"real-valued": {"reg": 1.0, "cca_dim": 32, "eig_power": 1.0}}.get(name)  # selection itself is tested above
+    m = create_method(name, fixed).fit(splits["train"], splits["validation"], 16, seed=2)
     m.save(tmp_path / "model.pt")
     back = HashingMethod.load(tmp_path / "model.pt")
     q = splits["query"]
@@ -124,6 +125,7 @@ def test_save_load_round_trip_gives_identical_codes(name, splits, tmp_path):
         got = [x for x in a if x is not None][0]
         exp = [x for x in b if x is not None][0]
         np.testing.assert_array_equal(got, exp)
+    assert back.info() == m.info()
 
 
 def test_encode_before_fit_and_without_input_are_errors():
@@ -221,11 +223,13 @@ def test_cca_itq_ridge_is_the_validation_argmax_and_is_recorded(splits, monkeypa
 
     grid = (1e-4, 1.0, 1e3)
     monkeypatch.setattr(baselines, "RIDGE_GRID", grid)
+    monkeypatch.setattr(baselines, "EIG_POWER_GRID", (1.0,))
     tr, va = splits["train"], splits["validation"]
     scores = {reg: _val_map_vs_train(create_method("cca-itq", {"reg": reg}).fit(tr, va, 16, 0), tr, va) for reg in grid}
     chosen = create_method("cca-itq").fit(tr, va, 16, 0)
     info = chosen.info()
     assert info["reg_selection"] == "validation" and info["val_relevance"] == "labels"
+    assert info["eig_power"] == 1.0 and info["eig_power_selection"] == "validation"
     assert info["reg"] == max(grid, key=lambda r: scores[r]) == 1.0  # the planted optimum is not an end point
     assert info["val_map"] == pytest.approx(scores[1.0], abs=1e-6)
     assert scores[1.0] > scores[1e-4] + 0.05  # the old fixed ridge over-fits
@@ -236,32 +240,35 @@ def test_cca_itq_ridge_is_the_validation_argmax_and_is_recorded(splits, monkeypa
     assert fb["reg"] == 1.0 and fb["reg_selection"] == "fallback (empty validation split)"
 
 
-def test_real_valued_selects_ridge_and_dimension_on_validation(splits, monkeypatch):
+def test_real_valued_selects_ridge_weights_and_dimension_on_validation(splits, monkeypatch):
     import methods.baselines as baselines
     from methods.selection import validation_score
 
     monkeypatch.setattr(baselines, "RIDGE_GRID", (1e-3, 1.0))
+    monkeypatch.setattr(baselines, "EIG_POWER_GRID", (1.0, 4.0))
     monkeypatch.setattr(baselines, "DIM_GRID", (8, 32, 128))
     tr, va = splits["train"], splits["validation"]
     rv = create_method("real-valued").fit(tr, va, 16, 0)
     info = rv.info()
-    assert info["dim_grid"] == [8, 32, 64]  # 128 capped at min(d_img, d_txt) = 64: full rank, so no warning
-    assert "warning" not in info
-    scores = {
-        (reg, k): validation_score(create_method("real-valued", {"reg": reg, "cca_dim": k}).fit(tr, va, 16, 0).encode,
-                                   tr, va, binary=False).mean
-        for reg in (1e-3, 1.0) for k in (8, 32, 64)
-    }
-    best = max(scores.values())
-    assert scores[(info["reg"], info["cca_dim"])] == pytest.approx(best, abs=1e-12)
-    assert info["val_map"] == pytest.approx(best, abs=1e-6)
-    assert rv.dim == info["cca_dim"]
+    assert "warning" not in info  # 128 capped at min(d_img, d_txt) = 64 = the rank: not rank-deficient
+
+    def score(**params):
+        return validation_score(create_method("real-valued", params).fit(tr, va, 16, 0).encode, tr, va, binary=False).mean
+
+    # Stage 1: ridge and weight power jointly at the largest dimension (64); stage 2: the dimension.
+    stage1 = {(reg, p): score(reg=reg, eig_power=p, cca_dim=64) for reg in (1e-3, 1.0) for p in (1.0, 4.0)}
+    assert (info["reg"], info["eig_power"]) == max(stage1, key=stage1.get)
+    stage2 = {k: score(reg=info["reg"], eig_power=info["eig_power"], cca_dim=k) for k in (8, 32, 64)}
+    assert info["cca_dim"] == max(stage2, key=stage2.get) == rv.dim
+    assert info["val_map"] == pytest.approx(max(stage2.values()), abs=1e-6)
+    assert {info[f"{k}_selection"] for k in ("reg", "eig_power", "cca_dim")} == {"validation"}
 
 
 def test_selection_never_sees_the_query_split(splits, monkeypatch):
     import methods.baselines as baselines
 
     monkeypatch.setattr(baselines, "RIDGE_GRID", (1e-2, 1.0, 1e2))
+    monkeypatch.setattr(baselines, "EIG_POWER_GRID", (1.0, 2.0))
     monkeypatch.setattr(baselines, "DIM_GRID", (16, 32))
     d = DATASETS.get("synthetic")(None, seed=0)
     f = Features(d.image_features, d.text_features, "precomputed")
