@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.search.e2e_table import findings, format_end_to_end
+from benchmarks.search.e2e_table import crossing, findings, format_end_to_end
 from benchmarks.search.end_to_end import EndToEndSpec, run_end_to_end
 from medhash_datasets.base import DatasetError, PairedDataset
 from medhash_datasets.encoders import ENCODERS
@@ -114,7 +114,9 @@ def test_end_to_end_stages_sum_and_speedup_against_fastest_real_valued(tiny) -> 
     # table, findings, figure
     table = format_end_to_end(res.frame)
     assert "100 (30 × 3)" in table and "| reference " in table and not re.search(r"\d[eE][+-]\d", table)
-    assert len(findings(res.frame)) == 2 and all("encoder > 50 %" in line for line in findings(res.frame))
+    lines = findings(res.frame)  # one per (task, hashing method), one per task for real-valued
+    assert len(lines) == 4 and all("encoder > 50 %" in line for line in lines)
+    assert sum(line.startswith(("i2t, Real-valued", "t2i, Real-valued")) for line in lines) == 2
     out = tiny / "out" / "efficiency" / "test-e2e-pairs" / "end-to-end"
     for f in ("end_to_end.md", "end_to_end.csv", "end_to_end_latency.png", "end_to_end_latency.pdf"):
         assert (out / f).stat().st_size > 0
@@ -135,3 +137,10 @@ def test_end_to_end_spec_validation() -> None:
         EndToEndSpec(methods=["ddbh"], dataset="medpix", tasks=["i2i"]).validate()
     with pytest.raises(ValueError, match="not a binary"):
         EndToEndSpec(methods=["ddbh"], dataset="medpix", engines=["FlatIP"]).validate()
+
+
+def test_crossing_interpolates_linearly_in_n() -> None:
+    # speed-up 1.0 at N = 1e4 and 3.0 at N = 1e5: 1.73 is reached 36.5 % of the way, at N = 42,850
+    assert crossing([1e3, 1e4, 1e5], [0.9, 1.0, 3.0], 1.73) == pytest.approx(1e4 + 0.365 * 9e4)
+    assert crossing([1e3, 1e4], [2.0, 3.0], 1.73) == 1e3  # already reached at the first size
+    assert crossing([1e3, 1e4], [1.0, 1.2], 1.73) is None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.search.summary import fmt_int, fmt_ratio, fmt_sig, markdown
+from benchmarks.search.trained import REAL_VALUED
 
 if TYPE_CHECKING:
     from benchmarks.search.end_to_end import EndToEndSpec
@@ -64,7 +65,7 @@ def format_end_to_end(frame) -> str:
         copies = r["db_size"] / r["n_real_items"] if r["n_real_items"] else float("nan")
         size = fmt_int(r["db_size"]) + (f" ({fmt_int(r['n_real_items'])} × {copies:,.0f})" if copies > 1 else "")
         name = r["display"] + (f", {int(r['bits'])} bits" if r["bits"] else "")
-        reference = r["method"] == "real-valued"
+        reference = r["method"] == REAL_VALUED
         body.append([r["task"], size, name, r["engine"], fmt_sig(r["encoder_ms"]), fmt_sig(r["encoder_batched_ms"]),
                      fmt_sig(r["encode_ms"]), fmt_sig(r["search_ms"]), fmt_sig(r["total_ms"]),
                      "reference" if reference else fmt_ratio(r.get("speedup")),
@@ -72,28 +73,50 @@ def format_end_to_end(frame) -> str:
     return markdown(headers, body)
 
 
+def crossing(sizes: Sequence[float], values: Sequence[float], target: float) -> float | None:
+    """The database size where ``values`` first reach ``target``, by linear interpolation in N between the two
+    measured sizes around it (the real-valued search time, hence the speed-up, grows about linearly in N);
+    ``None`` if never reached, the first size if already reached there."""
+    pairs = list(zip(sizes, values))
+    for i, (n, v) in enumerate(pairs):
+        if v >= target:
+            if i == 0:
+                return float(n)
+            n0, v0 = pairs[i - 1]
+            return float(n0 + (target - v0) / (v - v0) * (n - n0))
+    return None
+
+
 def findings(frame, target: float = SEED_SPEEDUP) -> list[str]:
     """Sentences, per task and hashing method (its fastest engine at each N): the database sizes where the
-    end-to-end speed-up reaches ``target``, where the search-only speed-up (without the encoder) does, and
-    the sizes where the encoder is more than half of the hashing query's total time."""
+    end-to-end speed-up reaches ``target`` and where it crosses it (interpolated), where the speed-up without
+    the encoder does, and where the encoder is more than half of the query's time; and per task, where the
+    encoder is more than half of the real-valued query's time."""
     if frame is None or len(frame) == 0:
         return []
+
+    def sizes(best, mask) -> str:
+        picked = best.loc[mask, "db_size"].tolist()
+        return ", ".join(f"{int(n):,}" for n in picked) if picked else "none"
+
     out = []
-    hashing = frame[frame["method"] != "real-valued"]
+    hashing = frame[frame["method"] != REAL_VALUED]
     for (task, _method, bits), g in hashing.groupby(["task", "method", "bits"], sort=False):
         best = g.loc[g.groupby("db_size")["total_ms"].idxmin()].sort_values("db_size")
-
-        def sizes(mask, best=best) -> str:
-            picked = best.loc[mask, "db_size"].tolist()
-            return ", ".join(f"{int(n):,}" for n in picked) if picked else "none"
-
         share = best["encoder_ms"] / best["total_ms"]
-        name = f"{g['display'].iloc[0]} ({int(bits)} bits)"
+        cross = crossing(best["db_size"].tolist(), best["speedup"].tolist(), target)
+        where = "never within the sizes measured" if cross is None else f"at N ≈ {cross:,.0f}"
         out.append(
-            f"{task}, {name}: end-to-end speed-up >= {target}× at N = {sizes(best['speedup'] >= target)} "
-            f"(largest {best['speedup'].max():.2f}× at N = {int(best.loc[best['speedup'].idxmax(), 'db_size']):,}); "
-            f"without the encoder >= {target}× at N = {sizes(best['speedup_no_encoder'] >= target)}; "
-            f"encoder > 50 % of the total at N = {sizes(share > 0.5)}.")
+            f"{task}, {g['display'].iloc[0]} ({int(bits)} bits): end-to-end speed-up >= {target}× at N = "
+            f"{sizes(best, best['speedup'] >= target)}, crossing {target}× {where} (largest "
+            f"{best['speedup'].max():.2f}× at N = {int(best.loc[best['speedup'].idxmax(), 'db_size']):,}); without the "
+            f"encoder >= {target}× at N = {sizes(best, best['speedup_no_encoder'] >= target)}; encoder > 50 % of "
+            f"the total at N = {sizes(best, share > 0.5)}.")
+    for task, g in frame[frame["method"] == REAL_VALUED].groupby("task", sort=False):
+        best = g.loc[g.groupby("db_size")["total_ms"].idxmin()].sort_values("db_size")
+        share = best["encoder_ms"] / best["total_ms"]
+        out.append(f"{task}, {g['display'].iloc[0]}: encoder > 50 % of its total at N = {sizes(best, share > 0.5)} "
+                   f"(share {share.min():.0%} at N = {int(best.loc[share.idxmin(), 'db_size']):,}).")
     return out
 
 

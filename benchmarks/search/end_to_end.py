@@ -31,12 +31,19 @@ import numpy as np
 from benchmarks.search.registry import create_engine
 from benchmarks.search.rows import RowWriter, common_fields, new_run_id
 from benchmarks.search.timing import Contender, time_engines
-from benchmarks.search.trained import DataContext, FittedMethod, encode_query, fit_or_load, load_context, median_call_ms
+from benchmarks.search.trained import (
+    REAL_VALUED,
+    REAL_VALUED_BITS,
+    DataContext,
+    FittedMethod,
+    encode_query,
+    fit_or_load,
+    load_context,
+    median_call_ms,
+)
 from benchmarks.search.workload import CLOCKS, DEFAULT_DB_SIZES, TASK_SIDES, cycle_rows
 from benchmarks.threads import ThreadSettings
 
-#: The real-valued reference every hashing method is compared with.
-REAL_VALUED = "real-valued"
 #: Stages of one query, in order, and the row metric of each (ms per query).
 STAGE_METRICS = {"encoder": "e2e_encoder_ms", "encode": "e2e_encode_ms", "search": "e2e_search_ms"}
 
@@ -211,7 +218,7 @@ def run_end_to_end(spec: EndToEndSpec, *, echo: Callable[[str], None] = print) -
                            key_extra={"dataset_options": dict(sorted(spec.dataset_options.items()))})
         fitted = [fit_or_load(m, ctx, b, spec.seed, params=spec.params, device=spec.device, model_dir=spec.model_dir,
                               echo=echo) for b in spec.bits for m in spec.methods]
-        fitted.append(fit_or_load(REAL_VALUED, ctx, max(spec.bits), spec.seed, device=spec.device,
+        fitted.append(fit_or_load(REAL_VALUED, ctx, REAL_VALUED_BITS, spec.seed, device=spec.device,
                                   model_dir=spec.model_dir, echo=echo))
         for task in spec.tasks:
             _measure_task(spec, ctx, task, fitted, enc_ms, writer, echo)

@@ -115,7 +115,8 @@ def plot_end_to_end(table, out_dir: Path, *, title: str = "") -> list[Path]:
     table : pandas.DataFrame
         :func:`benchmarks.search.e2e_table.end_to_end_frame` output: one line per (task, db_size, method, bits,
         engine) with ``encoder_ms``, ``encode_ms``, ``search_ms``, ``total_ms``, ``short`` and ``order``. Each
-        method is drawn with its fastest engine at each size (the bar is labelled with it).
+        method is drawn with its fastest engine at each size; the speed-up over real-valued is written above
+        each hashing bar.
     out_dir : Path
     title : str
 
@@ -125,30 +126,37 @@ def plot_end_to_end(table, out_dir: Path, *, title: str = "") -> list[Path]:
         ``end_to_end_latency.png`` / ``.pdf``.
     """
     plt = _pyplot()
+    from matplotlib.transforms import blended_transform_factory
+
     table = table.loc[table.groupby(["task", "db_size", "method", "bits"])["total_ms"].idxmin()]
     tasks = sorted(table["task"].unique())
-    fig, axes = plt.subplots(len(tasks), 1, figsize=(7.0, 2.6 * len(tasks)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(7.0, 2.8 * len(tasks)), squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
         t = table[table["task"] == task].sort_values(["db_size", "order"])
-        x, labels, centres = 0.0, [], []
+        x, ticks, names, groups = 0.0, [], [], []
         for n, g in t.groupby("db_size", sort=True):
             start = x
             for _, r in g.iterrows():
                 bottom = 0.0
                 for stage, colour in STAGE_COLOURS.items():
                     ax.bar(x, r[f"{stage}_ms"], bottom=bottom, color=colour, width=0.8,
-                           label=stage if not labels else None)
+                           label=stage if not ticks else None)
                     bottom += r[f"{stage}_ms"]
-                ax.text(x, bottom, r["short"], ha="center", va="bottom", rotation=90, fontsize=FONT_PT - 1)
-                labels.append(r["short"])
+                speedup = r.get("speedup")
+                if r["method"] != "real-valued" and speedup is not None and math.isfinite(speedup):
+                    ax.text(x, bottom, f"{speedup:.2f}×", ha="center", va="bottom", fontsize=FONT_PT - 1)
+                ticks.append(x)
+                names.append(r["display"])
                 x += 1.0
-            centres.append(((start + x - 1.0) / 2.0, n))
+            groups.append(((start + x - 1.0) / 2.0, n))
             x += 0.8
-        ax.set_xticks([c for c, _ in centres])
-        ax.set_xticklabels([f"N = {int(n):,}" for _, n in centres])
-        ax.set_ylabel("ms per query")
-        ax.set_title(f"{task}: one query, batch size 1")
-        ax.margins(y=0.25)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(names, rotation=35, ha="right")
+        below = blended_transform_factory(ax.transData, ax.transAxes)
+        for centre, n in groups:
+            ax.text(centre, 1.02, f"N = {int(n):,}", transform=below, ha="center", va="bottom")
+        ax.set_ylabel(f"{task}: ms per query")
+        ax.margins(y=0.12)
         ax.grid(True, axis="y", alpha=0.3)
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, ["frozen encoder", "method encode", "top-k search"][: len(handles)], loc="upper center",

@@ -51,7 +51,15 @@ from benchmarks.search.registry import create_engine
 from benchmarks.search.rows import RowWriter, common_fields, new_run_id
 from benchmarks.search.summary import ratio_table, target_checks, write_tables
 from benchmarks.search.timing import Contender, EngineTiming, hamming_to, recall_at_k, time_engines
-from benchmarks.search.trained import DataContext, encode_query, fit_or_load, load_context, median_call_ms
+from benchmarks.search.trained import (
+    REAL_VALUED,
+    REAL_VALUED_BITS,
+    DataContext,
+    encode_query,
+    fit_or_load,
+    load_context,
+    median_call_ms,
+)
 from benchmarks.search.workload import (
     BIOMEDCLIP_DIM,
     CLOCKS,
@@ -71,8 +79,6 @@ from benchmarks.threads import ThreadSettings
 
 __all__ = ["DEFAULT_DB_SIZES", "DEFAULT_ENGINES", "EfficiencyResult", "EfficiencySpec", "run_efficiency"]
 
-#: The float reference method fitted beside a trained hashing method.
-REAL_VALUED = "real-valued"
 
 
 @dataclass
@@ -271,7 +277,7 @@ def feature_sets(spec: EfficiencySpec, ctx: DataContext | None, echo: Callable[[
     out = []
     if ctx is not None:
         q_side, db_side = TASK_SIDES[spec.task]
-        fitted = fit_or_load(REAL_VALUED, ctx, max(spec.bits), spec.seed, device=spec.device,
+        fitted = fit_or_load(REAL_VALUED, ctx, REAL_VALUED_BITS, spec.seed, device=spec.device,
                              model_dir=spec.model_dir, echo=echo)
         q = encode_query(fitted, q_side, getattr(ctx.splits["query"], q_side))
         db = encode_query(fitted, db_side, getattr(ctx.splits["database"], db_side))

@@ -19,6 +19,11 @@ import numpy as np
 from benchmarks.results import config_hash
 from benchmarks.search.workload import normalize_rows, pack_codes
 
+#: The float reference fitted beside the hashing methods, and the ``bits`` it is fitted (and saved) with: it
+#: ignores code length, so one fixed value lets every study reuse one saved model.
+REAL_VALUED = "real-valued"
+REAL_VALUED_BITS = 16
+
 
 @dataclass
 class DataContext:
