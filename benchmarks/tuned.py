@@ -32,12 +32,17 @@ def _record(*, study: str, trial: int | None, budget: int | None, best_value: fl
 
 def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequence[int], n_trials: int, *,
                      storage: str | None, seeds: Sequence[int], protocol: str = "unimodal", workers: int = 1,
-                     echo: Callable[[str], None] = print, **spec_fields: Any) -> dict[str, dict[str, Any]]:
+                     tune_bits: int | None = None, echo: Callable[[str], None] = print,
+                     **spec_fields: Any) -> dict[str, dict[str, Any]]:
     """Tune every binary (method, dataset, bits) and float (method, dataset) study with ``n_trials`` finished
     trials (resumable: finished trials are kept), and return :attr:`RunSpec.tuned`.
 
     Float methods (``real-valued``) ignore ``bits``: they are tuned once per dataset, at the first code length,
-    and their record says ``shared_across_bits``.
+    and their record says ``shared_across_bits``. With ``tune_bits``, binary methods too are tuned at that one
+    code length and its best parameters serve every code length (``shared_across_bits``: the tuning table says
+    so). Ablation variants whose base method is selected are not tuned: they take the base method's tuned
+    parameters with their own override on top (the ablation question is "the tuned full model without this
+    component"), and their record names the base study with ``inherited_from``.
 
     Parameters
     ----------
@@ -53,12 +58,15 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
     from benchmarks.tuning import tune_grid
     from methods import METHODS
 
-    binary = [m for m in methods if METHODS.get(m).cls.binary]
-    floats = [m for m in methods if not METHODS.get(m).cls.binary]
+    inherit = {m: METHODS.get(m).base for m in methods
+               if METHODS.get(m).base in methods and "ablation" in METHODS.tags(m)}
+    tuned_methods = [m for m in methods if m not in inherit]
+    binary = [m for m in tuned_methods if METHODS.get(m).cls.binary]
+    floats = [m for m in tuned_methods if not METHODS.get(m).cls.binary]
     summaries = []
     if binary:
-        summaries += tune_grid(binary, datasets, bits, n_trials, storage=storage, seeds=tuple(seeds),
-                               protocol=protocol, workers=workers, echo=echo, **spec_fields)
+        summaries += tune_grid(binary, datasets, [tune_bits] if tune_bits else bits, n_trials, storage=storage,
+                               seeds=tuple(seeds), protocol=protocol, workers=workers, echo=echo, **spec_fields)
     if floats:
         summaries += tune_grid(floats, datasets, [min(bits)], n_trials, storage=storage, seeds=tuple(seeds),
                                protocol=protocol, workers=workers, echo=echo, **spec_fields)
@@ -70,9 +78,17 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
         record = _record(study=s.study_name, trial=s.best_trial, budget=s.budget, best_value=s.best_value,
                          params=s.best_params, n_complete=s.n_complete, n_pruned=s.n_pruned,
                          n_finished=s.n_complete + s.n_pruned, protocol=protocol, seeds=seeds,
-                         shared_across_bits=is_float)
-        key_bits = None if is_float else s.bits
-        tuned[tuned_key(s.method, s.dataset, key_bits)] = {"params": dict(s.best_params), "tuning": record}
+                         shared_across_bits=is_float or bool(tune_bits))
+        for b in [None] if is_float else (bits if tune_bits else [s.bits]):
+            tuned[tuned_key(s.method, s.dataset, b)] = {"params": dict(s.best_params), "tuning": record}
+    for variant, base in inherit.items():
+        for key in [k for k in tuned if k.split("|")[0] == base]:
+            _, dataset, b = key.split("|")
+            entry = tuned[key]
+            own = METHODS.get(variant).overrides  # the ablation's own setting always wins over a tuned value
+            params = {k: v for k, v in entry["params"].items() if k not in own}
+            tuned[tuned_key(variant, dataset, None if b == "None" else int(b))] = {
+                "params": params, "tuning": {**entry["tuning"], "params": params, "inherited_from": base}}
     return tuned
 
 

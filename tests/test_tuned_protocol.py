@@ -94,3 +94,25 @@ def test_grid_file_unknown_key_is_named(tmp_path: Path, capsys: pytest.CaptureFi
     grid.write_text('methodz = ["random"]\n')
     assert main(["run", "--config", str(grid)]) == 2
     assert "unknown key 'methodz'" in capsys.readouterr().err
+
+
+def test_ablations_inherit_the_base_study_without_overriding_their_own_setting(monkeypatch) -> None:
+    import benchmarks.tuning as tuning
+    from benchmarks.tuned import tune_then_params
+    from benchmarks.tuning.workers import TuneSummary
+
+    calls = []
+
+    def fake_grid(methods, datasets, bits, n_trials, **kw):
+        calls.append((list(methods), list(bits)))
+        return [TuneSummary(f"{m}-synthetic-{b}", "mem", 3, 1, 0, 4, [], 0.5, {"gate_weight": 0.05, "lr_heads": 1e-3},
+                            method=m, dataset="synthetic", bits=b, budget=4, best_trial=2) for m in methods for b in bits]
+
+    monkeypatch.setattr(tuning, "tune_grid", fake_grid)
+    tuned = tune_then_params(["mcmfh", "mcmfh-no-gate"], ["synthetic"], [16, 32], 4, storage=None, seeds=[0],
+                             tune_bits=16, echo=lambda _: None)
+    assert calls == [(["mcmfh"], [16])]  # the ablation is not tuned on its own; one code length when tune_bits
+    full, ablation = tuned["mcmfh|synthetic|32"], tuned["mcmfh-no-gate|synthetic|32"]
+    assert full["params"] == {"gate_weight": 0.05, "lr_heads": 1e-3} and full["tuning"]["shared_across_bits"]
+    assert ablation["params"] == {"lr_heads": 1e-3}  # gate_weight = 0 is what the ablation is about
+    assert ablation["tuning"]["inherited_from"] == "mcmfh" and ablation["tuning"]["study"] == "mcmfh-synthetic-16"

@@ -94,6 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tuned protocol: first tune every selected method with N Optuna trials per (method, dataset, "
                         "bits) on the validation split (equal budget, resumable), then run the grid with each study's "
                         "best parameters; rows name study and trial")
+    p.add_argument("--tune-bits", type=int, default=None, metavar="K",
+                   help="with --tune: tune at this one code length and use its best parameters at every code length "
+                        "(the tuning table says so); default: one study per code length")
     p.add_argument("--tune-seeds", nargs="+", type=nonnegative_int, default=[0, 1], metavar="SEED",
                    help="seeds of the tuning fits (objective = mean validation mAP; default 0 1)")
     p.add_argument("--export", nargs="+", default=[], choices=EXPORT_KINDS, metavar="KIND",
@@ -193,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
         if args.tune:
             storage = args.storage or str(out / "optuna" / "journal.log")  # studies beside the run they feed
             spec.tuned = tune_then_params(
-                methods, datasets, spec.bits, args.tune, storage=storage, seeds=args.tune_seeds,
+                methods, datasets, spec.bits, args.tune, storage=storage, seeds=args.tune_seeds, tune_bits=args.tune_bits,
                 data_root=str(data_root) if data_root else None, encoder=spec.encoder,
                 encoder_options=spec.encoder_options, device=spec.device, dataset_options=spec.dataset_options,
                 cache_dir=args.cache_dir, label_scheme=spec.label_scheme, dataset_seed=spec.dataset_seed,
