@@ -64,6 +64,11 @@ def test_every_table_kind_has_one_cell_per_column() -> None:
     for table in tables:
         assert check_tabular(table.to_latex()) == 1, table.name
     assert check_tabular(latex_document(tables)) == len(tables)
+    # the ablation significance table pairs full MCMFH with its variant over (seed, bits)
+    abl = next(t for t in tables if t.name == "significance_ablation_medpix_unimodal")
+    res = abl.data.set_index("method").loc["mcmfh-no-moe"]
+    assert (res["n"], res["wins"], res["ties"], res["losses"]) == (6, 6, 0, 0)
+    assert res["mean_diff"] == pytest.approx(0.6 + 0.01 - 0.58)
 
 
 def test_issue_input_efficiency_header_over_its_columns() -> None:

@@ -115,9 +115,10 @@ def build_tables(
                 continue
             main.notes += [n for n in split_notes if f" on {dataset} " in n]
             tables.append(main)
-            for make in (ablation_table, significance_table):
+            for make, extra in ((ablation_table, {}), (significance_table, {}),
+                                (significance_table, {"ablations": True})):
                 try:
-                    tables.append(make(df, dataset=dataset, protocol=protocol, headline=headline, **kw))
+                    tables.append(make(df, dataset=dataset, protocol=protocol, headline=headline, **kw, **extra))
                 except NoTable as why:
                     skipped.append(str(why))
         try:

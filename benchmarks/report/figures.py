@@ -188,6 +188,7 @@ def _curve_figure(
                     ax.set_xlim(-0.02, 1.02)
                 else:
                     ax.set_xscale("log")
+                    ax.xaxis.set_major_formatter(_plain_ticks())
                     ax.set_xlabel("N (top-N items, log scale)")
                     ax.set_ylabel("precision@N")
                 ax.set_ylim(bottom=0)
@@ -197,6 +198,13 @@ def _curve_figure(
             legend_below(fig, axes, size)
             paths += save_figure(fig, out_dir / f"{stem}{size.suffix}")
     return paths
+
+
+def _plain_ticks() -> object:
+    """Tick labels 1, 10, 100 (not 10^0, 10^1) on a log axis."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 1 else f"{x:g}")
 
 
 def _mean_phrase(n_seeds: pd.Series) -> str:

@@ -160,9 +160,11 @@ def paired_test(method: str, x: np.ndarray, y: np.ndarray) -> PairedTest:
 
 def significance_table(
     rows: pd.DataFrame, *, dataset: str, protocol: str = "unimodal", metric: str = "map", tie: str = "aware",
-    headline: str = "mcmfh",
+    headline: str = "mcmfh", ablations: bool = False,
 ) -> Table:
-    """Headline method against each other (non-ablation, binary) method, paired over (seed, bits).
+    """Headline method against each other (non-ablation, binary) method, paired over (seed, bits); with
+    ``ablations``, the full headline method against each of its ablation variants instead (table
+    ``significance_ablation_<dataset>_<protocol>``).
 
     The pairing unit is one trained model: (seed, bits). Its value is the mean over the tasks (i2t, t2i, ...)
     that both methods have for that (seed, bits); the tasks of one model are not independent samples.
@@ -181,29 +183,33 @@ def significance_table(
     """
     df = normalise_rows(rows)
     sel = select(df[df["dataset"] == dataset], metric=metric, tie=tie, protocol=protocol)
-    main = np.array([not is_ablation(e, m) for e, m in zip(sel["entry"], sel["method"])], dtype=bool)
-    sel = sel[main & (sel["bits_label"] != FLOAT_BITS).to_numpy()]
+    ablated = np.array([is_ablation(e, m) for e, m in zip(sel["entry"], sel["method"])], dtype=bool)
+    if ablations:
+        keep = ablated & (sel["method"] == headline).to_numpy() | (sel["variant"] == headline).to_numpy()
+    else:
+        keep = ~ablated
+    sel = sel[keep & (sel["bits_label"] != FLOAT_BITS).to_numpy()]
     check_one_configuration(sel)
-    where = f"significance {dataset}/{protocol}"
+    kind = "significance_ablation" if ablations else "significance"
+    where = f"{kind.replace('_', ' ')} {dataset}/{protocol}"
     keys = ["seed", "bits_label"]
     seeds = per_seed(sel, ["variant", "task", "bits_label"])
     head = seeds[seeds["variant"] == headline]
     if head.empty:
         raise NoTable(f"{where}: no rows of headline method {headline!r}")
+    others = [v for v in order_variants(list(dict.fromkeys(seeds["variant"])), headline) if v != headline]
+    if not others:
+        raise NoTable(f"{where}: no {'ablation of' if ablations else 'method other than'} {headline!r} to compare with")
     per_bits = seeds.groupby(["variant", "bits_label"])["seed"].nunique()
     if per_bits.max() <= 1:
         raise NoTable(f"{where}: not computed, one seed per (method, bits) (n = 1); paired tests need repeated "
                       "runs (run with several --seeds)")
     tests: list[PairedTest] = []
-    for other in order_variants(list(dict.fromkeys(seeds["variant"])), headline):
-        if other == headline:
-            continue
+    for other in others:
         matched = head.merge(seeds[seeds["variant"] == other], on=[*keys, "task"], suffixes=("_h", "_o"))
         pairs = matched.groupby(keys, sort=False)[["value_h", "value_o"]].mean().reset_index()
         pairs = pairs.sort_values(keys, key=lambda s: s.map(bits_sort_key) if s.name == "bits_label" else s)
         tests.append(paired_test(other, pairs["value_h"].to_numpy(), pairs["value_o"].to_numpy()))
-    if not tests:
-        raise NoTable(f"{where}: no method other than {headline!r} to compare with")
     adjusted = holm([t.wilcoxon_p for t in tests])
 
     def p(x: float) -> str:
@@ -238,6 +244,7 @@ def significance_table(
     if any(t.n_effective < WILCOXON_MIN_N for t in tests):
         notes.append(f"n too small: with fewer than {WILCOXON_MIN_N} non-tied pairs the two-sided Wilcoxon p cannot "
                      "fall below 0.05.")
-    return Table(name=f"significance_{dataset}_{protocol}",
-                 title=f"{dataset}: paired significance tests, {headline} against each method",
+    return Table(name=f"{kind}_{dataset}_{protocol}",
+                 title=f"{dataset}: paired significance tests, {headline} against each "
+                       + ("of its ablations" if ablations else "method"),
                  columns=columns, rows=body, notes=notes, data=data)

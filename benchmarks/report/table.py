@@ -251,6 +251,8 @@ class Table:
         The tidy numbers behind the table.
     rules_before : set[int]
         Row indices preceded by a ``\\midrule`` (e.g. the chance row).
+    align : list[str] | None
+        ``"left"`` / ``"right"`` per column; default: first column left, the others right.
     """
 
     name: str
@@ -260,6 +262,11 @@ class Table:
     notes: list[str] = field(default_factory=list)
     data: pd.DataFrame = field(default_factory=pd.DataFrame)
     rules_before: set[int] = field(default_factory=set)
+    align: list[str] | None = None
+
+    def alignment(self) -> list[str]:
+        """Per-column alignment (:attr:`align`, or label column left and the rest right)."""
+        return list(self.align) if self.align else ["left"] + ["right"] * (len(self.columns) - 1)
 
     def header_labels(self) -> list[str]:
         """One-line column names (``"i2t 16 bits"``) for Markdown."""
@@ -267,8 +274,7 @@ class Table:
 
     def to_text(self, tablefmt: str = "pipe") -> str:
         """The table body alone (no title, no notes), cells verbatim (:func:`format_table`)."""
-        align = ["left"] + ["right"] * (len(self.columns) - 1)
-        return format_table(self.rows, self.header_labels(), tablefmt=tablefmt, colalign=align)
+        return format_table(self.rows, self.header_labels(), tablefmt=tablefmt, colalign=self.alignment())
 
     def to_markdown(self) -> str:
         """Pipe-format Markdown: the title as a bold line, the table, then the notes."""
@@ -281,10 +287,9 @@ class Table:
         Every row of the tabular has exactly one cell per column of the column spec: a spanning header is a
         ``\\multicolumn{n}{c}{...}`` counting for ``n`` columns, a column without a group gets an empty cell.
         """
-        n = len(self.columns)
         lines = [r"\begin{table}[t]", r"\centering", r"\small",
                  f"\\caption{{{latex_escape(self.title)}}}", f"\\label{{tab:{self.name}}}",
-                 f"\\begin{{tabular}}{{l{'r' * (n - 1)}}}", r"\toprule"]
+                 f"\\begin{{tabular}}{{{''.join(a[0] for a in self.alignment())}}}", r"\toprule"]
         groups = [g for g, _ in self.columns]
         if any(groups):
             spans = header_spans(groups)

@@ -260,7 +260,7 @@ def efficiency_table(
             plain_number(r.bytes_per_item), plain_number(r.bytes_per_item_real),
         ])
     phrase = seeds_phrase(counts) or "no accuracy rows"
-    notes = [f"Accuracy: {phrase} of the task mean ({protocol} protocol). Times: median over seeds and tasks, "
+    notes = [f"Accuracy: mean over tasks, {phrase} ({protocol} protocol). Times: median over seeds and tasks, "
              "exact search of the top 100; speed-up = float search time / code search time (– for float rows)."]
     return Table(name=f"efficiency_{dataset}", title=f"{dataset}: accuracy, search latency and memory",
                  columns=columns, rows=table_rows, notes=notes, data=data)
@@ -370,7 +370,8 @@ def tuning_table(rows: pd.DataFrame, *, dataset: str) -> Table:
              "training database. Chosen parameters: that trial's settings, used for every seed of the test runs.",
              budget_note(df)]
     return Table(name=f"tuning_{dataset}", title=f"{dataset}: hyper-parameter tuning (Optuna) behind the tuned rows",
-                 columns=columns, rows=body, notes=notes, data=pd.DataFrame(data))
+                 columns=columns, rows=body, notes=notes, data=pd.DataFrame(data),
+                 align=["left", "right", "left", "right", "right", "right", "right", "right", "left", "left"])
 
 
 def _finite(value: Any) -> bool:
