@@ -1,6 +1,8 @@
 """Report stage: saved result rows -> tables (Markdown, LaTeX), paired statistics and figures.
 
-``rows`` (normalise, select, summarise rows), ``table`` (the table model and its rendering), ``tables``
-(main, ablation, efficiency, engine tables), ``significance`` (Wilcoxon, t-test, Holm), ``figures``,
-``build`` (``build_report``: assemble and write a report).
+``source`` (which rows: a run folder's own rows, a run id / label, a report's ``rows.jsonl.gz`` export),
+``rows`` (normalise, check and split configurations, select, summarise rows), ``table`` (the table model, its
+rendering and the number formatting every harness table uses), ``tables`` (main, ablation, efficiency, engine,
+tuning tables), ``significance`` (Wilcoxon, t-test, Holm), ``style`` (method colours, display names, figure
+sizes), ``figures``, ``build`` (``build_report``: assemble a report and write its folder as a whole).
 """
