@@ -10,11 +10,12 @@
 Model selection (methods spec, "Reference baselines"). Unless fixed in the config, both CCA baselines choose
 the CCA ridge (:data:`methods.cca.RIDGE_GRID`: relative ridges 1e-4 … 1e3, decade steps) and the power p of
 the direction weights ``corr_j ** p`` (:data:`methods.cca.EIG_POWER_GRID`: 1, 2, 4) jointly on the validation
-split, and ``real-valued`` then its CCA dimension (:data:`methods.cca.DIM_GRID`, capped at the rank) at the
-chosen pair. Each candidate is fitted on the training split and scored by
+split; ``real-valued`` then its CCA dimension (:data:`methods.cca.DIM_GRID`, capped at the rank) at the
+chosen pair, then its squash (:data:`methods.cca.SQUASH_GRID`: none, or tanh of the ITQ-rotated projection, the
+continuous relaxation of CCA-ITQ codes, so the float reference contains its own hashed version). Each candidate is fitted on the training split and scored by
 :func:`methods.selection.validation_score` (tie-aware mAP, validation queries against the training database,
 mean of i2t and t2i); the best is kept (ties: larger ridge, then smaller power, then smaller dimension). The
-choices, how each was made and the validation mAP are in ``info()``, so they land in every result row. The
+choices, how each was made and the final model's validation mAP are in ``info()``, so they land in every result row. The
 query split is never seen. CCA directions beyond the training views' numerical rank raise
 :class:`methods.cca.CCARankError` (``cca-itq``) or cap the dimension, recorded (``real-valued``).
 """
@@ -37,7 +38,9 @@ from methods.cca import (
     FALLBACK_DIM,
     FALLBACK_EIG_POWER,
     FALLBACK_RIDGE,
+    ITQ_ITERATIONS,
     RIDGE_GRID,
+    SQUASH_GRID,
     CCAProjection,
     CCARankError,
     CCAStatistics,
@@ -166,8 +169,20 @@ def _select(
     return best
 
 
-def _selection_record(stats: CCAStatistics, chosen: dict[str, tuple[Any, str]], score: ValidationScore | None) -> dict[str, Any]:
-    """``info()`` entries: each chosen value and how it was chosen, the grids searched, ranks, validation mAP."""
+def _selection_record(
+    stats: CCAStatistics,
+    chosen: dict[str, tuple[Any, str]],
+    score: ValidationScore | None,
+    model: _Encodable,
+    train: FeatureSplit,
+    validation: FeatureSplit,
+    *,
+    binary: bool,
+) -> dict[str, Any]:
+    """``info()`` entries: each chosen value and how it was chosen, ranks, and the final model's validation mAP
+    (``score`` if the last selection step computed it, else scored here; absent for an empty validation split)."""
+    if score is None and validation is not None and len(validation) > 0:
+        score = validation_score(model.encode, train, validation, binary=binary)
     out: dict[str, Any] = {}
     for name, (value, how) in chosen.items():
         out[name] = value
@@ -207,7 +222,7 @@ class CCAITQConfig(MethodConfig):
         :data:`methods.cca.EIG_POWER_GRID`.
     """
 
-    itq_iterations: int = 50
+    itq_iterations: int = ITQ_ITERATIONS
     reg: float | None = None
     eig_power: float | None = None
 
@@ -265,7 +280,8 @@ class CCAITQ(HashingMethod):
         (reg, power), model, score = _select([(r, p) for r in ridges for p in powers], build, train, validation, binary=True)
         assert isinstance(model, _ITQModel)
         self.model = model
-        self.selection_ = _selection_record(stats, {"reg": (reg, reg_how), "eig_power": (power, pow_how)}, score)
+        chosen = {"reg": (reg, reg_how), "eig_power": (power, pow_how)}
+        self.selection_ = _selection_record(stats, chosen, score, model, train, validation, binary=True)
         self.bits, self.seed = int(bits), int(seed)
         return self
 
@@ -312,12 +328,19 @@ class RealValuedConfig(MethodConfig):
     eig_power : float or None
         In CCA space, scale direction j by ``corr_j ** eig_power`` (as ``cca-itq``) so weakly correlated
         directions do not dominate the cosine; 0 disables. ``None`` (default): chosen on the validation split.
+    squash : float or None
+        0: the weighted CCA projection itself. c > 0: ``tanh(c · z / σ)`` with ``z`` the weighted projection
+        after an ITQ rotation (fitted as in ``cca-itq``) and ``σ`` its per-dimension training std — the
+        continuous relaxation of CCA-ITQ's codes, whose cosine ranks exactly as their Hamming distance when
+        c → ∞, so the float reference contains its own hashed version. ``None`` (default): chosen on the
+        validation split from :data:`methods.cca.SQUASH_GRID`.
     """
 
     space: str = "auto"
     cca_dim: int | None = None
     reg: float | None = None
     eig_power: float | None = None
+    squash: float | None = None
 
     def validate(self) -> None:
         if self.space not in ("auto", "raw", "cca"):
@@ -325,19 +348,33 @@ class RealValuedConfig(MethodConfig):
         _check_optional(self, "cca_dim", 1, 100_000)
         _check_optional(self, "reg", 0.0, 1e6)
         _check_optional(self, "eig_power", 0.0, 8.0)
+        _check_optional(self, "squash", 0.0, 1e3)
 
 
 @dataclass
 class _CCAEmbedding:
-    """Weighted CCA projections as float32 embeddings (n, k)."""
+    """Weighted CCA projections (n, k) as float32 embeddings, optionally rotated and squashed.
+
+    ``squash > 0``: ``tanh(squash · (v · scale) R / sigma)`` (see :class:`RealValuedConfig`).
+    """
 
     cca: CCAProjection
     scale: np.ndarray
+    squash: float = 0.0
+    rotation: np.ndarray | None = None  # (k, k), with squash > 0
+    sigma: np.ndarray | None = None  # (k,), with squash > 0
+
+    def _embed(self, v: np.ndarray) -> np.ndarray:
+        v = v * self.scale
+        if self.squash > 0:
+            assert self.rotation is not None and self.sigma is not None
+            v = np.tanh(self.squash * (v @ self.rotation) / self.sigma)
+        return v.astype(np.float32)
 
     def encode(self, image: np.ndarray | None = None, text: np.ndarray | None = None) -> EncodedBatch:
         return EncodedBatch(
-            None if image is None else (self.cca.project_x(image) * self.scale).astype(np.float32),
-            None if text is None else (self.cca.project_y(text) * self.scale).astype(np.float32),
+            None if image is None else self._embed(self.cca.project_x(image)),
+            None if text is None else self._embed(self.cca.project_y(text)),
         )
 
 
@@ -345,8 +382,8 @@ class _CCAEmbedding:
 class RealValued(HashingMethod):
     """Float32 embeddings compared by cosine similarity; ``bits`` is ignored (``binary = False``).
 
-    In CCA space the ridge, the direction weights and the dimension are chosen on the validation split unless
-    fixed (module docstring); the dimension is capped at the numerical rank of the training views, and a cap
+    In CCA space the ridge, the direction weights, the dimension and the squash are chosen on the validation
+    split unless fixed (module docstring); the dimension is capped at the numerical rank of the training views, and a cap
     below the feature dimension is recorded as a warning.
     """
 
@@ -364,12 +401,13 @@ class RealValued(HashingMethod):
         self.use_cca = cfg.space == "cca" or (cfg.space == "auto" and not same_dim)
         self.selection_: dict[str, Any] = {"space": "cca" if self.use_cca else "raw"}
         if self.use_cca:
-            self._fit_cca(train, validation, cfg)
+            self._fit_cca(train, validation, cfg, int(seed))
         self.bits, self.seed = int(bits), int(seed)
         return self
 
-    def _fit_cca(self, train: FeatureSplit, validation: FeatureSplit, cfg: RealValuedConfig) -> None:
-        """Stage 1: (ridge, weight power) jointly at the largest candidate dimension; stage 2: the dimension."""
+    def _fit_cca(self, train: FeatureSplit, validation: FeatureSplit, cfg: RealValuedConfig, seed: int) -> None:
+        """Stage 1: (ridge, weight power) jointly at the largest candidate dimension; stage 2: the dimension;
+        stage 3: the squash (0 = none) at the chosen triple."""
         stats = CCAStatistics(train.image, train.text)
         stats.check_directions(1, "real-valued (CCA space)")
         ridges, reg_how = _candidates(cfg.reg, sorted(RIDGE_GRID, reverse=True), FALLBACK_RIDGE, validation)
@@ -378,20 +416,33 @@ class RealValued(HashingMethod):
         dims = sorted({min(int(k), stats.rank) for k in asked})
         projections = {reg: stats.projection(dims[-1], reg) for reg in ridges}
 
-        def build(reg: float, power: float, k: int) -> _CCAEmbedding:
+        rotations: dict[tuple[float, float, int], tuple[np.ndarray, np.ndarray]] = {}
+
+        def build(reg: float, power: float, k: int, squash: float = 0.0) -> _CCAEmbedding:
             cca = projections[reg].truncate(k)
-            return _CCAEmbedding(cca, _weights(cca, power))
+            scale = _weights(cca, power)
+            if squash <= 0:
+                return _CCAEmbedding(cca, scale)
+            if (reg, power, k) not in rotations:
+                v = np.concatenate([cca.project_x(train.image), cca.project_y(train.text)]) * scale
+                rot = itq_rotation(v, ITQ_ITERATIONS, np.random.default_rng(seed))
+                rotations[(reg, power, k)] = (rot, np.maximum((v @ rot).std(axis=0), 1e-12))
+            rot, sigma = rotations[(reg, power, k)]
+            return _CCAEmbedding(cca, scale, squash, rot, sigma)
 
         stage1 = [(r, p, dims[-1]) for r in ridges for p in powers]
         (reg, power, _), model, score = _select(stage1, build, train, validation, binary=False)
+        dim = dims[0]
         if len(dims) > 1:
             (_, _, dim), model, score = _select([(reg, power, k) for k in dims], build, train, validation, binary=False)
-        else:
-            dim = dims[0]
+        squashes, sq_how = _candidates(cfg.squash, SQUASH_GRID, 0.0, validation)
+        squash = squashes[0]
+        if squashes != [0.0]:
+            (*_, squash), model, score = _select([(reg, power, dim, c) for c in squashes], build, train, validation, binary=False)
         assert isinstance(model, _CCAEmbedding)
         self.model = model
-        chosen = {"reg": (reg, reg_how), "eig_power": (power, pow_how), "cca_dim": (dim, dim_how)}
-        self.selection_.update(_selection_record(stats, chosen, score))
+        chosen = {"reg": (reg, reg_how), "eig_power": (power, pow_how), "cca_dim": (dim, dim_how), "squash": (squash, sq_how)}
+        self.selection_.update(_selection_record(stats, chosen, score, model, train, validation, binary=False))
         min_dim = min(train.image.shape[1], train.text.shape[1])
         capped = sorted(int(k) for k in asked if k > stats.rank)
         if capped and (stats.rank < min_dim or dim_how == "fixed (config)"):
@@ -424,15 +475,17 @@ class RealValued(HashingMethod):
         if not self.use_cca:
             return {"use_cca": False, "selection": self.info()}
         c = self.model.cca
+        m = self.model
         return {"use_cca": True, "mean_x": c.mean_x, "mean_y": c.mean_y, "wx": c.wx, "wy": c.wy, "corr": c.corr,
-                "scale": self.model.scale, "selection": self.info()}
+                "scale": m.scale, "squash": m.squash, "rotation": m.rotation, "sigma": m.sigma, "selection": self.info()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.use_cca = bool(state["use_cca"])
         self.selection_ = dict(state.get("selection", {"space": "cca" if self.use_cca else "raw"}))
         if self.use_cca:
             cca = CCAProjection(state["mean_x"], state["mean_y"], state["wx"], state["wy"], state["corr"])
-            self.model = _CCAEmbedding(cca, state["scale"])
+            self.model = _CCAEmbedding(cca, state["scale"], float(state.get("squash", 0.0)), state.get("rotation"),
+                                       state.get("sigma"))
 
 
 __all__ = [

@@ -32,7 +32,9 @@ __all__ = [
     "FALLBACK_DIM",
     "FALLBACK_EIG_POWER",
     "FALLBACK_RIDGE",
+    "ITQ_ITERATIONS",
     "RIDGE_GRID",
+    "SQUASH_GRID",
     "CCAProjection",
     "CCARankError",
     "CCAStatistics",
@@ -49,6 +51,13 @@ EIG_POWER_GRID: tuple[float, ...] = (1.0, 2.0, 4.0)
 
 #: CCA dimensions tried by ``real-valued`` (each capped at the numerical rank).
 DIM_GRID: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+
+#: Squash factors c tried by ``real-valued`` (0: plain weighted CCA; c > 0: tanh(c z / σ) of the ITQ-rotated
+#: projection, the continuous relaxation of CCA-ITQ codes).
+SQUASH_GRID: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
+
+#: ITQ alternations (Gong & Lazebnik use 50).
+ITQ_ITERATIONS = 50
 
 #: Values used when there is nothing to select on (empty validation split); recorded in ``info()``.
 FALLBACK_RIDGE = 1.0

@@ -115,7 +115,7 @@ def test_cca_itq_rejects_more_bits_than_dimensions(splits):
 def test_save_load_round_trip_gives_identical_codes(name, splits, tmp_path):
     from methods.base import HashingMethod
 
-    fixed = {"real-valued": {"reg": 1.0, "cca_dim": 32, "eig_power": 1.0}}.get(name)  # selection itself is tested above
+    fixed = {"real-valued": {"reg": 1.0, "cca_dim": 32, "eig_power": 1.0, "squash": 3.0}}.get(name)  # selection itself is tested above
     m = create_method(name, fixed).fit(splits["train"], splits["validation"], 16, seed=2)
     m.save(tmp_path / "model.pt")
     back = HashingMethod.load(tmp_path / "model.pt")
@@ -234,10 +234,10 @@ def test_cca_itq_ridge_is_the_validation_argmax_and_is_recorded(splits, monkeypa
     assert info["val_map"] == pytest.approx(scores[1.0], abs=1e-6)
     assert scores[1.0] > scores[1e-4] + 0.05  # the old fixed ridge over-fits
     fixed = create_method("cca-itq", {"reg": 0.5}).fit(tr, va, 16, 0).info()
-    assert fixed["reg"] == 0.5 and fixed["reg_selection"] == "fixed (config)" and "val_map" not in fixed
+    assert fixed["reg"] == 0.5 and fixed["reg_selection"] == "fixed (config)" and fixed["val_map"] < info["val_map"]
     empty = FeatureSplit(va.image[:0], va.text[:0], va.labels[:0])
     fb = create_method("cca-itq").fit(tr, empty, 16, 0).info()
-    assert fb["reg"] == 1.0 and fb["reg_selection"] == "fallback (empty validation split)"
+    assert fb["reg"] == 1.0 and fb["reg_selection"] == "fallback (empty validation split)" and "val_map" not in fb
 
 
 def test_real_valued_selects_ridge_weights_and_dimension_on_validation(splits, monkeypatch):
@@ -247,6 +247,7 @@ def test_real_valued_selects_ridge_weights_and_dimension_on_validation(splits, m
     monkeypatch.setattr(baselines, "RIDGE_GRID", (1e-3, 1.0))
     monkeypatch.setattr(baselines, "EIG_POWER_GRID", (1.0, 4.0))
     monkeypatch.setattr(baselines, "DIM_GRID", (8, 32, 128))
+    monkeypatch.setattr(baselines, "SQUASH_GRID", (0.0, 3.0))
     tr, va = splits["train"], splits["validation"]
     rv = create_method("real-valued").fit(tr, va, 16, 0)
     info = rv.info()
@@ -256,12 +257,25 @@ def test_real_valued_selects_ridge_weights_and_dimension_on_validation(splits, m
         return validation_score(create_method("real-valued", params).fit(tr, va, 16, 0).encode, tr, va, binary=False).mean
 
     # Stage 1: ridge and weight power jointly at the largest dimension (64); stage 2: the dimension.
-    stage1 = {(reg, p): score(reg=reg, eig_power=p, cca_dim=64) for reg in (1e-3, 1.0) for p in (1.0, 4.0)}
+    stage1 = {(reg, p): score(reg=reg, eig_power=p, cca_dim=64, squash=0.0) for reg in (1e-3, 1.0) for p in (1.0, 4.0)}
     assert (info["reg"], info["eig_power"]) == max(stage1, key=stage1.get)
-    stage2 = {k: score(reg=info["reg"], eig_power=info["eig_power"], cca_dim=k) for k in (8, 32, 64)}
+    fixed = {"reg": info["reg"], "eig_power": info["eig_power"]}
+    stage2 = {k: score(**fixed, cca_dim=k, squash=0.0) for k in (8, 32, 64)}
     assert info["cca_dim"] == max(stage2, key=stage2.get) == rv.dim
-    assert info["val_map"] == pytest.approx(max(stage2.values()), abs=1e-6)
-    assert {info[f"{k}_selection"] for k in ("reg", "eig_power", "cca_dim")} == {"validation"}
+    stage3 = {c: score(**fixed, cca_dim=info["cca_dim"], squash=c) for c in (0.0, 3.0)}
+    assert info["squash"] == max(stage3, key=stage3.get)
+    assert info["val_map"] == pytest.approx(max(stage3.values()), abs=1e-6)
+    assert {info[f"{k}_selection"] for k in ("reg", "eig_power", "cca_dim", "squash")} == {"validation"}
+
+
+def test_real_valued_squash_limit_ranks_as_cca_itq_hamming(splits):
+    # tanh(c z / σ) of the ITQ-rotated projection: for large c its cosine is 1 − 2·Hamming/K of CCA-ITQ's bits.
+    tr, va, q = splits["train"], splits["validation"], splits["query"]
+    params = {"reg": 1.0, "eig_power": 1.0}
+    codes = create_method("cca-itq", params).fit(tr, va, 16, 3)
+    rv = create_method("real-valued", {**params, "cca_dim": 16, "squash": 1e3}).fit(tr, va, 16, 3)
+    bits = np.where(codes.encode(image=q.image).image >= 0, 1.0, -1.0)
+    np.testing.assert_array_equal(np.sign(rv.encode(image=q.image).image), bits)
 
 
 def test_selection_never_sees_the_query_split(splits, monkeypatch):
@@ -270,6 +284,7 @@ def test_selection_never_sees_the_query_split(splits, monkeypatch):
     monkeypatch.setattr(baselines, "RIDGE_GRID", (1e-2, 1.0, 1e2))
     monkeypatch.setattr(baselines, "EIG_POWER_GRID", (1.0, 2.0))
     monkeypatch.setattr(baselines, "DIM_GRID", (16, 32))
+    monkeypatch.setattr(baselines, "SQUASH_GRID", (0.0, 3.0))
     d = DATASETS.get("synthetic")(None, seed=0)
     f = Features(d.image_features, d.text_features, "precomputed")
     q_idx = d.splits["query"]
