@@ -49,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=None,
                         help="journal file path (default results/optuna/journal.log) or an SQLAlchemy URL, "
                              "e.g. postgresql+psycopg2://user@host:5432/optuna for workers on many machines")
-    parser.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="worker processes of a local Dask cluster (default 1: trials run in this process)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run trials on the workers of an existing Dask cluster (SQL --storage across machines)")
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="torch/BLAS/OpenMP threads per worker process (default 1)")
     parser.add_argument("--study", default=None,
                         help="study name (default METHOD-DATASET-BITS); a resume must use the study's settings")
     parser.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1],
@@ -118,7 +123,7 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def main(args: argparse.Namespace) -> int:
     """Run the sweep, printing one line per finished trial, then the best trial and how to use it."""
-    from benchmarks.tuning import TuneSpec, run_study
+    from benchmarks.tuning import TuneSpec
     from medhash_datasets.base import resolve_data_root
     from methods import METHODS
 
@@ -152,7 +157,10 @@ def main(args: argparse.Namespace) -> int:
         sampler_seed=args.sampler_seed,
     )
     with _warnings_as_lines():
-        summary = run_study(spec, workers=args.workers, echo=None if args.quiet else lambda s: print(s, flush=True))
+        from benchmarks.parallel_tuning import run_study_parallel
+
+        summary = run_study_parallel(spec, workers=args.workers, scheduler=args.scheduler, threads=args.threads,
+                                     echo=None if args.quiet else lambda s: print(s, flush=True))
     print(f"study {summary.study_name} in {summary.storage}: {summary.n_complete} complete, "
           f"{summary.n_pruned} pruned, {summary.n_failed} failed ({summary.ran} run now)")
     if summary.recovered:
