@@ -467,6 +467,12 @@ class RealValued(HashingMethod):
             None if text is None else np.asarray(text, dtype=np.float32),
         )
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Raw encoder space (when the dims agree) or CCA space; everything inside the CCA space is chosen on
+        validation inside ``fit``. With unequal dims both choices give the CCA space."""
+        return {"space": trial.suggest_categorical("space", ["auto", "cca"])}
+
     def info(self) -> dict[str, Any]:
         """Space used; in CCA space the chosen ridge, weight power and dimension, how each was chosen, caps, ranks."""
         return dict(getattr(self, "selection_", {}))

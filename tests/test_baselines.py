@@ -298,3 +298,15 @@ def test_selection_never_sees_the_query_split(splits, monkeypatch):
         for key, value in a.get_state().items():
             if isinstance(value, np.ndarray):
                 np.testing.assert_array_equal(value, b.get_state()[key])
+
+
+@pytest.mark.parametrize("name", ["cca-itq", "real-valued"])
+def test_search_space_gives_valid_configs(name):
+    optuna = pytest.importorskip("optuna")
+    from methods import METHODS
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(4):
+        params = METHODS.get(name).cls.search_space(study.ask())
+        assert params  # something to tune beyond what fit selects on validation
+        create_method(name, params)
