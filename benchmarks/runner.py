@@ -28,14 +28,12 @@ import datetime as _dt
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from benchmarks.cell import PROTOCOLS, TASKS, TIES, RunSpec, cell_config, describe_inputs, prepare_features, run_cell
+from benchmarks.cell import RunSpec, cell_config, describe_inputs, prepare_features, run_cell
 from benchmarks.claims import CellClaim, claim_path
 from benchmarks.progress import CostModel, GridProgress, console_logs
 from benchmarks.results import cell_path, config_hash, write_cell
@@ -209,13 +207,15 @@ class DaskPool:
         self.inflight[future] = job
 
     def wait(self, timeout: float) -> list[tuple[CellJob, CellResult | None, BaseException | None]]:
+        import asyncio
+
         from distributed import wait
 
         if not self.inflight:
             return []
         try:
             wait(list(self.inflight), timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
             return []
         out = []
         for future in [f for f in self.inflight if f.done()]:
@@ -296,7 +296,10 @@ def run(spec: RunSpec, *, echo: Echo = print, workers: int = 1, scheduler: str |
             SerialPool(spec, prepared, run_id)
         execution = {"workers": workers, "scheduler": scheduler, "threads": spec.threads, "device": spec.device,
                      "pool": type(pool).__name__, "slots": pool.slots()}
-        return _Grid(spec, jobs, pool, run_id, execution, echo).run()
+        grid = _Grid(spec, jobs, pool, run_id, execution, echo)
+        # every skipped item and leakage finding, once per run (rows carry the counts)
+        grid.manifest["datasets"] = {name: ds.audit() for name, (ds, _) in prepared.items()}
+        return grid.run()
 
 
 class _Grid:
@@ -313,13 +316,18 @@ class _Grid:
         self.progress: GridProgress | None = None
 
     def _record(self, job: CellJob, outcome: CellOutcome) -> None:
-        from medhash_datasets.cache_io import atomic_write_json
-
         outcome.label = job.label
         self.outcomes.append(outcome)
         self.manifest["cells"].append({"cell_id": outcome.cell_id, "path": str(outcome.path), "status": outcome.status,
                                        "seconds": round(outcome.seconds, 3), "worker": outcome.worker,
                                        "cell": job.label, **({"error": outcome.error} if outcome.error else {})})
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        """Write the run manifest (atomic); first before any cell runs, so an interrupted run can be replayed
+        with ``run --config OUT/runs/RUN_ID.json``."""
+        from medhash_datasets.cache_io import atomic_write_json
+
         atomic_write_json(Path(self.spec.out) / "runs" / f"{self.run_id}.json", self.manifest)
 
     def _finished_elsewhere(self, job: CellJob) -> bool:
@@ -392,6 +400,7 @@ class _Grid:
             pending.append(job)
         if isinstance(self.pool, DaskPool):  # most expensive first: the last cells to finish are short ones
             pending.sort(key=lambda j: -self.costs.expected(j.base))
+        self._write_manifest()
         self.progress = GridProgress(len(self.jobs), slots=self.pool.slots(), costs=self.costs,
                                      show_bar=spec.progress, echo=self.echo)
         try:
@@ -434,45 +443,3 @@ class _Grid:
                 self._collect(job, result, err)
             if not results and not self.pool.busy() and deferred and not queue:
                 time.sleep(0.5)  # every remaining cell is claimed by another process: poll
-
-
-# ---- summary ----------------------------------------------------------------------------------------
-def summary_tables(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Summary tables (title, text) per (dataset, protocol): mAP mean ± std over seeds per method and bits,
-    for i2t and t2i under both tie policies, beside search latency and bytes per item; chance row last."""
-    import pandas as pd
-    from tabulate import tabulate
-
-    df = pd.DataFrame(list(rows))
-    if df.empty:
-        return []
-    df["bits_label"] = df["bits"].map(lambda b: "float" if b is None or (isinstance(b, float) and np.isnan(b)) else str(int(b)))
-    out = []
-
-    def fmt(values: pd.Series) -> str:
-        v = values.astype(float)
-        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
-
-    acc = df[(df["metric"] == "map") & df["protocol"].isin(PROTOCOLS)]
-    eff = df[df["metric"].isin(["search_ms_per_query", "search_ms_per_query_real", "bytes_per_item"])]
-    for (dataset, protocol), part in acc.groupby(["dataset", "protocol"], sort=False):
-        table = []
-        keys = part[["variant", "bits_label"]].drop_duplicates().itertuples(index=False)
-        for variant, bits_label in keys:
-            sel = part[(part["variant"] == variant) & (part["bits_label"] == bits_label)]
-            line = {"method": variant, "bits": bits_label}
-            for task in [t for t in TASKS if t in set(sel["task"])]:
-                for tie in [t for t in TIES if t in set(sel["tie"])]:
-                    cell = sel[(sel["task"] == task) & (sel["tie"] == tie)]
-                    line[f"{task} mAP ({tie})"] = fmt(cell["value"])
-            e = eff[(eff["dataset"] == dataset) & (eff["variant"] == variant) & (eff["bits_label"] == bits_label)]
-            for metric, label in (("search_ms_per_query", "search ms/q"), ("search_ms_per_query_real", "float search ms/q"), ("bytes_per_item", "bytes/item")):
-                vals = e.loc[e["metric"] == metric, "value"].astype(float)
-                line[label] = f"{vals.median():.3g}" if len(vals) else "-"
-            line["seeds"] = str(sel["seed"].nunique())
-            table.append(line)
-        chance = part.groupby("task")["chance"].mean()
-        table.append({"method": "(chance)", "bits": "-", **{f"{t} mAP (aware)": f"{chance[t]:.3f}" for t in chance.index if chance[t] == chance[t]}})
-        text = tabulate(pd.DataFrame(table).fillna(""), headers="keys", tablefmt="github", showindex=False)
-        out.append((f"{dataset} — protocol {protocol} — mAP@all mean ± std over seeds (tie-aware and index ties)", text))
-    return out

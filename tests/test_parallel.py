@@ -16,12 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
+from distributed import LocalCluster
 
 from benchmarks.cell import RunSpec, cell_config, prepare_features
 from benchmarks.claims import CellClaim, claim_path
+from benchmarks.cli import UsageError
+from benchmarks.cli import main as cli_main
+from benchmarks.distributed import resolve_threads, thread_env
 from benchmarks.progress import CostModel, GridProgress
+from benchmarks.report.console import summary_tables
 from benchmarks.results import config_hash, iter_rows
-from benchmarks.runner import run, summary_tables
+from benchmarks.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -76,13 +81,30 @@ def test_threads_and_device_are_part_of_the_cell_identity():
     assert len(ids) == 3  # cells computed under other settings are never mixed with these
 
 
+def test_thread_settings_default_to_one_per_process_and_are_checked(capsys):
+    assert resolve_threads(None, workers=8) == 1
+    assert resolve_threads(3, workers=8) == 3
+    assert resolve_threads("auto", workers=10_000) == 1
+    assert thread_env(2)["OMP_NUM_THREADS"] == "2" and thread_env(2)["MKL_NUM_THREADS"] == "2"
+    with pytest.raises(UsageError, match="with --scheduler give --threads T"):
+        resolve_threads("auto", scheduler="tcp://127.0.0.1:8786")
+    for bad, message in ((["--workers", "0"], "expected a number of worker processes >= 1, got 0"),
+                         (["--threads", "two"], "expected a thread count >= 1 or 'auto', got 'two'")):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["run", "--methods", "random", *bad])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 # ---- serial == parallel -----------------------------------------------------------------------------
 def test_parallel_rows_and_summary_equal_the_serial_run(tmp_path):
     spec = dict(methods=["cca-itq", "real-valued", "dscph"], datasets=["synthetic"], bits=[8, 16], seeds=[0, 1], protocols=["unimodal"], dataset_options=SMALL, params={"dscph": {"epochs": 2}},
                 progress=False, threads=1)
     serial = run(RunSpec(out=tmp_path / "serial", **spec), echo=lambda _: None)
     lines: list[str] = []
-    parallel = run(RunSpec(out=tmp_path / "parallel", **spec), workers=2, echo=lines.append)
+    # an existing cluster of 2 worker processes, joined by address as with --scheduler
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+        parallel = run(RunSpec(out=tmp_path / "parallel", **spec), scheduler=cluster.scheduler_address,
+                       echo=lines.append)
 
     assert [o.status for o in serial] == [o.status for o in parallel] == ["done"] * 10
     assert [o.path.name for o in serial] == [o.path.name for o in parallel]  # same cell ids, same grid order
@@ -103,7 +125,7 @@ def test_parallel_rows_and_summary_equal_the_serial_run(tmp_path):
     assert sum(" s on worker " in line for line in lines) == 10
     assert any(line.startswith("[worker ") and "methods.supervised" in line and "epoch" in line for line in lines)
     manifest = json.loads(next((tmp_path / "parallel" / "runs").iterdir()).read_text())
-    assert manifest["execution"]["workers"] == 2 and manifest["execution"]["threads"] == 1
+    assert manifest["execution"]["scheduler"] == cluster.scheduler_address and manifest["execution"]["threads"] == 1
     assert all(c["worker"].startswith("worker ") for c in manifest["cells"])
 
 

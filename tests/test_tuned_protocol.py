@@ -116,3 +116,29 @@ def test_ablations_inherit_the_base_study_without_overriding_their_own_setting(m
     assert full["params"] == {"gate_weight": 0.05, "lr_heads": 1e-3} and full["tuning"]["shared_across_bits"]
     assert ablation["params"] == {"lr_heads": 1e-3}  # gate_weight = 0 is what the ablation is about
     assert ablation["tuning"]["inherited_from"] == "mcmfh" and ablation["tuning"]["study"] == "mcmfh-synthetic-16"
+
+
+def test_the_manifest_exists_before_any_cell_runs_and_replays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A run killed during its first cell still leaves a manifest that ``run --config`` replays."""
+    import benchmarks.runner as runner
+
+    real, seen = runner.execute_cell, []
+
+    def spy(*args, **kwargs):
+        seen.append([json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "execute_cell", spy)
+    assert main(["run", "--methods", "random", "--bits", "16", "--seeds", "0", "--out", str(tmp_path), "--no-progress",
+                 *SMALL]) == 0
+    (first,) = seen[0]  # what a kill at that moment would leave behind
+    assert first["cells"] == [] and first["spec"]["command"]["methods"] == ["random"]
+    assert first["datasets"]["synthetic"]["split_sizes"]["query"] == 40
+    monkeypatch.undo()
+    for cell in (tmp_path / "cells").rglob("*.jsonl"):
+        cell.unlink()  # as if the kill had come before the cell file was written
+    replay = tmp_path / "interrupted.json"
+    replay.write_text(json.dumps(first))
+    assert main(["run", "--config", str(replay)]) == 0
+    assert "1 cell(s) run" in capsys.readouterr().out

@@ -171,8 +171,9 @@ def main(args: argparse.Namespace) -> int:
 
     from benchmarks.cell import RunSpec
     from benchmarks.distributed import resolve_threads
+    from benchmarks.report.console import summary_tables
     from benchmarks.results import iter_rows
-    from benchmarks.runner import run, summary_tables
+    from benchmarks.runner import run
 
     threads = resolve_threads(args.threads, workers=args.workers, scheduler=args.scheduler)
     params = parse_param_values(args.param)
