@@ -198,6 +198,7 @@ def main(args: argparse.Namespace) -> int:
             storage = args.storage or str(out / "optuna" / "journal.log")  # studies beside the run they feed
             spec.tuned = tune_then_params(
                 methods, datasets, spec.bits, args.tune, storage=storage, seeds=args.tune_seeds, tune_bits=args.tune_bits,
+                workers=args.workers,
                 data_root=str(data_root) if data_root else None, encoder=spec.encoder,
                 encoder_options=spec.encoder_options, device=spec.device, dataset_options=spec.dataset_options,
                 cache_dir=args.cache_dir, label_scheme=spec.label_scheme, dataset_seed=spec.dataset_seed,
