@@ -20,6 +20,7 @@ were busy), and cells scale across processes almost linearly, so N workers x 1 t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -186,7 +187,7 @@ def client_slots(client: Any, *, wait_s: float = 60.0) -> int:
         return slots
     try:
         client.wait_for_workers(1, timeout=wait_s)
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
         raise UsageError(f"no Dask worker joined scheduler {client.scheduler.address} within {wait_s:.0f} s; "
                          "start workers with `dask worker ADDRESS --nthreads 1`") from None
     return max(1, sum(client.nthreads().values()))
@@ -227,7 +228,12 @@ def dask_client(*, workers: int = 1, scheduler: str | None = None, threads: int 
         with client:
             prepare_client(client, threads=threads, loggers=loggers)
             if echo is not None:
-                echo(f"joined Dask scheduler {scheduler}: {len(client.nthreads())} worker(s), {threads} thread(s) each")
+                nthreads = client.nthreads()
+                echo(f"joined Dask scheduler {scheduler}: {len(nthreads)} worker(s), {threads} thread(s) each")
+                shared = sorted(str(a) for a, n in nthreads.items() if n > 1)
+                if shared:
+                    echo(f"warning: worker(s) {', '.join(shared[:3])} run several tasks at once in one process, which "
+                         "share its thread settings; start workers with `dask worker ADDRESS --nthreads 1`")
             yield client
         return
     if int(workers) < 1:

@@ -95,9 +95,35 @@ def test_thread_settings_default_to_one_per_process_and_are_checked(capsys):
         assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_worker_setup_pins_threads_one_gpu_per_worker_and_labels_log_records(monkeypatch):
+    import logging
+    import types
+
+    from benchmarks.distributed import WorkerSetup
+
+    for name in (*thread_env(1), "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    import torch
+
+    previous, torch_threads = logging.getLogRecordFactory(), torch.get_num_threads()
+    worker = types.SimpleNamespace(name=5, address="tcp://127.0.0.1:1")
+    try:
+        WorkerSetup(3, gpus=["0", "1", "2", "3"], loggers=("methods",)).setup(worker)
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "3"
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"  # worker 5 of a local cluster, 4 GPUs: 5 % 4
+        record = logging.getLogger("methods.x").makeRecord("methods.x", logging.INFO, "f", 1, "m", (), None)
+        assert record.worker_label == "worker 5"
+        assert logging.getLogger("methods").level == logging.INFO
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(torch_threads)
+        logging.setLogRecordFactory(previous)
+        logging.getLogger("methods").setLevel(logging.NOTSET)
+
+
 # ---- serial == parallel -----------------------------------------------------------------------------
 def test_parallel_rows_and_summary_equal_the_serial_run(tmp_path):
-    spec = dict(methods=["cca-itq", "real-valued", "dscph"], datasets=["synthetic"], bits=[8, 16], seeds=[0, 1], protocols=["unimodal"], dataset_options=SMALL, params={"dscph": {"epochs": 2}},
+    spec = dict(methods=["cca-itq", "real-valued", "dscph"], datasets=["synthetic"], bits=[8], seeds=[0, 1], protocols=["unimodal"], dataset_options=SMALL, params={"dscph": {"epochs": 2}},
                 progress=False, threads=1)
     serial = run(RunSpec(out=tmp_path / "serial", **spec), echo=lambda _: None)
     lines: list[str] = []
@@ -106,7 +132,7 @@ def test_parallel_rows_and_summary_equal_the_serial_run(tmp_path):
         parallel = run(RunSpec(out=tmp_path / "parallel", **spec), scheduler=cluster.scheduler_address,
                        echo=lines.append)
 
-    assert [o.status for o in serial] == [o.status for o in parallel] == ["done"] * 10
+    assert [o.status for o in serial] == [o.status for o in parallel] == ["done"] * 6
     assert [o.path.name for o in serial] == [o.path.name for o in parallel]  # same cell ids, same grid order
     rows_s = list(iter_rows(tmp_path / "serial" / "cells"))
     rows_p = list(iter_rows(tmp_path / "parallel" / "cells"))
@@ -122,7 +148,7 @@ def test_parallel_rows_and_summary_equal_the_serial_run(tmp_path):
 
     assert table(serial) == table(parallel)
     # per-cell lines name the worker; the workers' per-epoch log lines reach the driver, labelled with the worker
-    assert sum(" s on worker " in line for line in lines) == 10
+    assert sum(" s on worker " in line for line in lines) == 6
     assert any(line.startswith("[worker ") and "methods.supervised" in line and "epoch" in line for line in lines)
     manifest = json.loads(next((tmp_path / "parallel" / "runs").iterdir()).read_text())
     assert manifest["execution"]["scheduler"] == cluster.scheduler_address and manifest["execution"]["threads"] == 1
