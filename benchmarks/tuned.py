@@ -17,6 +17,7 @@ no record.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks.cell import tuned_key
@@ -28,6 +29,11 @@ def _record(*, study: str, trial: int | None, budget: int | None, best_value: fl
     return {"study": study, "trial": trial, "budget": budget, "n_complete": n_complete, "n_pruned": n_pruned,
             "n_finished": n_finished, "best_value": best_value, "params": dict(params), "protocol": protocol,
             "seeds": list(seeds), "shared_across_bits": shared_across_bits}
+
+
+#: :class:`benchmarks.tuning.TuneSpec` fields that :func:`benchmarks.cell.prepare_features` takes too.
+_PREPARE_FIELDS = ("data_root", "encoder", "device", "dataset_options", "cache_dir", "label_scheme", "dataset_seed",
+                   "encoder_options")
 
 
 def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequence[int], n_trials: int, *,
@@ -55,9 +61,15 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
     UsageError
         Invalid values, or an existing study tuned with other settings (checked before the first trial).
     """
+    from benchmarks.cell import prepare_features
     from benchmarks.tuning import tune_grid
     from methods import METHODS
 
+    for dataset in datasets:  # extract (or load) features once here, not in every tuning worker at once
+        fields = {k: spec_fields[k] for k in _PREPARE_FIELDS if k in spec_fields}
+        for key in ("data_root", "cache_dir"):
+            fields[key] = Path(fields[key]) if fields.get(key) else None
+        prepare_features(dataset, progress=True, **fields)
     inherit = {m: METHODS.get(m).base for m in methods
                if METHODS.get(m).base in methods and "ablation" in METHODS.tags(m)}
     tuned_methods = [m for m in methods if m not in inherit]
