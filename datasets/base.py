@@ -211,6 +211,32 @@ class FeatureSplit:
         return int(self.image.shape[0])
 
 
+def unit_rows(features: np.ndarray, name: str) -> np.ndarray:
+    """Rows of a float feature matrix scaled to unit L2 norm (for cosine similarity), checked on the way.
+
+    Parameters
+    ----------
+    features : (n, d) array
+        Any real dtype; returned as float64.
+    name : str
+        What the matrix is (``"query features"``), named in errors.
+
+    Raises
+    ------
+    ValueError
+        Not a non-empty 2-D array, NaN/inf values, or an all-zero row (cosine undefined; the row is named).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty 2-D (n, d) array, got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise ValueError(f"{name}: features contain NaN or inf (shape {f.shape})")
+    norms = np.linalg.norm(f, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name}: row {int(np.flatnonzero(norms == 0)[0])} is all zeros (shape {f.shape}); cosine undefined")
+    return f / norms
+
+
 def feature_split(dataset: PairedDataset, features: Features, split: str) -> FeatureSplit:
     """Cut ``features`` down to one split of ``dataset``.
 

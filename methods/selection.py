@@ -36,6 +36,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import digamma
 
+from medhash_datasets.base import unit_rows
+
 __all__ = [
     "CHUNK_PAIRS",
     "PROTOCOLS",
@@ -228,18 +230,7 @@ def validation_map_scores(
     ValueError
         Non-2-D, non-finite or all-zero rows (cosine undefined), different widths, empty sets, label mismatch.
     """
-    feats = []
-    for name, f in (("query features", q_feats), ("database features", db_feats)):
-        f = np.asarray(f, dtype=np.float64)
-        if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
-            raise ValueError(f"{name}: expected a non-empty 2-D (n, d) array, got shape {f.shape}")
-        if not np.isfinite(f).all():
-            raise ValueError(f"{name}: features contain NaN or inf (shape {f.shape})")
-        norm = np.linalg.norm(f, axis=1, keepdims=True)
-        if (norm == 0).any():
-            raise ValueError(f"{name}: row {int(np.flatnonzero(norm == 0)[0])} is all zeros (shape {f.shape}); cosine undefined")
-        feats.append(f / norm)
-    q, d = feats
+    q, d = unit_rows(q_feats, "query features"), unit_rows(db_feats, "database features")
     if q.shape[1] != d.shape[1]:
         raise ValueError(f"query features {q.shape} and database features {d.shape} have different widths")
     nq, nd = q.shape[0], d.shape[0]

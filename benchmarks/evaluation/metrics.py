@@ -66,6 +66,7 @@ from benchmarks.evaluation.diagnostics import packed_diagnostics
 from benchmarks.evaluation.per_query import Plan, evaluate_chunks, p_at_n_points
 from benchmarks.evaluation.ranking import bucket_stats, gather_rows, rows_per_chunk, score_buckets, stable_order
 from benchmarks.evaluation.result import TIES, MetricSpec, RetrievalResult
+from medhash_datasets.base import unit_rows
 
 __all__ = ["evaluate_hamming", "evaluate_scores", "validate_labels"]
 
@@ -274,18 +275,7 @@ def evaluate_scores(
     """
     spec = metrics or MetricSpec()
     _check_tie(tie)
-    feats = []
-    for name, f in (("query features", q_feats), ("database features", db_feats)):
-        f = np.asarray(f, dtype=np.float64)
-        if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
-            raise ValueError(f"{name}: expected a non-empty 2-D (n, d) array, got shape {f.shape}")
-        if not np.isfinite(f).all():
-            raise ValueError(f"{name}: features contain NaN or inf (shape {f.shape})")
-        norms = np.linalg.norm(f, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError(f"{name}: row {int(np.flatnonzero(norms == 0)[0])} is all zeros (shape {f.shape}); cosine undefined")
-        feats.append(f / norms)
-    qf, df = feats
+    qf, df = unit_rows(q_feats, "query features"), unit_rows(db_feats, "database features")
     if qf.shape[1] != df.shape[1]:
         raise ValueError(f"query features {qf.shape} and database features {df.shape} have different widths")
     nq, nd = qf.shape[0], df.shape[0]
