@@ -144,7 +144,7 @@ def plot_end_to_end(table, out_dir: Path, *, title: str = "") -> list[Path]:
                     bottom += r[f"{stage}_ms"]
                 speedup = r.get("speedup")
                 if r["method"] != "real-valued" and speedup is not None and math.isfinite(speedup):
-                    ax.text(x, bottom, f"{speedup:.2f}×", ha="center", va="bottom", fontsize=FONT_PT - 1)
+                    ax.text(x, bottom, f"{speedup:.1f}×", ha="center", va="bottom", fontsize=FONT_PT - 1)
                 ticks.append(x)
                 names.append(r["display"])
                 x += 1.0

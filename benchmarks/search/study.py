@@ -315,7 +315,8 @@ def run_efficiency(spec: EfficiencySpec, *, echo: Callable[[str], None] = print)
     task = "-" if spec.random else spec.task
 
     with ThreadSettings(spec.threads):
-        bandwidth = measure_read_bandwidth(spec.bandwidth_bytes) if spec.bandwidth_bytes else None
+        bandwidth = (measure_read_bandwidth(spec.bandwidth_bytes, clock=CLOCKS[spec.clock])
+                     if spec.bandwidth_bytes else None)
         ctx = None
         if not spec.random:
             assert spec.dataset is not None
@@ -389,7 +390,8 @@ def _contenders(spec: EfficiencySpec, n: int, code_sets: list[CodeSet], feats: l
             out.append(Contender(f"{espec}/d{fs.dim}/{fs.space}", create_engine(espec), fs.database[:n],
                                  fs.queries[: spec.n_queries], fs.queries[: spec.batch_size],
                                  {"bits": None, "dim": fs.dim, "db_source": fs.db_source, "n_real": fs.n_real,
-                                  "what": f"d={fs.dim}", "space": fs.space or None}))
+                                  "what": f"d={fs.dim}" + (f" {fs.space}" if fs.space else ""),
+                                  "space": fs.space or None}))
     return out
 
 

@@ -272,7 +272,7 @@ def bandwidth_line(rows: Sequence[dict[str, Any]]) -> str:
     size = bw[0].get("bandwidth_bytes")
     over = f"a {int(size) >> 20} MiB array" if size else "a large array"
     return (f"Sequential read bandwidth of this machine: {bw[0]['value'] / 1e9:.2f} GB/s (numpy sum over {over}, "
-            "median of repeats, one thread); `limit ms` = bytes an exhaustive engine scans per query / that "
+            "median of repeats, one thread, same clock as the engines); `limit ms` = bytes an exhaustive engine scans per query / that "
             "bandwidth, `× limit` = measured / limit. "
             "Databases that fit in the CPU caches are read faster, so there the limit is not a lower bound.")
 
