@@ -81,7 +81,7 @@ class Registry(Generic[T]):
         except KeyError:
             valid = ", ".join(sorted(self._items)) or "(none registered)"
             lowered = {n.lower(): n for n in self._items}
-            close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.6)]
+            close = [lowered[c] for c in difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.75)]
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise RegistryError(f"unknown {self.kind} {name!r}{hint}; valid {self.kind}s: {valid}") from None
 
