@@ -263,9 +263,9 @@ class HashBallEngine(SearchEngine):
     def _scan_from(self, base: int, r: int, need: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``need`` nearest items at distance >= ``r`` (varying bits only), by scanning the distinct codes.
 
-        Every bucket holds at least one item, so the radius ``t`` at which the buckets at distances ``r..t``
-        number ``need`` bounds the last distance needed; only those buckets are gathered, and
-        :func:`take_in_order` cuts them at the exact threshold.
+        Every bucket holds at least one item, so the radius at which the buckets at distances ``r..t`` number
+        ``need`` bounds the last distance needed; the item counts of those buckets alone then give the exact
+        last distance, and only the buckets up to it are gathered (:func:`take_in_order` cuts the last one).
         """
         d = np.bitwise_count((self._keys ^ self._key_dtype.type(base)) & self._key_dtype.type(self._varying))
         per_distance = np.bincount(d, minlength=self.varying_bits + 1)
@@ -278,9 +278,11 @@ class HashBallEngine(SearchEngine):
         else:
             assert self._starts is not None
             lo, hi = self._starts[sel], self._starts[sel + 1]
-        ids = self._gather(lo, hi)
-        dist = np.repeat(d[sel].astype(np.int32), hi - lo)
-        return take_in_order(ids, dist, need)
+        ds = d[sel].astype(np.int32)
+        items = np.cumsum(np.bincount(ds, weights=hi - lo, minlength=self.varying_bits + 1))
+        keep = ds <= int(np.searchsorted(items, need))
+        lo, hi, ds = lo[keep], hi[keep], ds[keep]
+        return take_in_order(self._gather(lo, hi), np.repeat(ds, hi - lo), need)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check_queries(queries, k)
