@@ -57,7 +57,8 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["run", "--methods", "random", "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err
-    assert "is not writable" in err and str(blocker / "sub") in err and err.count("\n") == 1
+    # a file where the folder should be is named as such (issue 16.11: not a bare "File exists")
+    assert f"{blocker} is a file, not a folder" in err and str(blocker / "sub") in err and err.count("\n") == 1
 
 
 def test_subprocess_error_has_no_traceback():

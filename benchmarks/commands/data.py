@@ -110,7 +110,8 @@ def _info(args: argparse.Namespace, root) -> int:
     print("modalities: " + "; ".join(modalities))
     print()
     sizes = ds.split_sizes()
-    print(tabulate([[s, n] for s, n in sizes.items()], headers=["split", "items"], tablefmt="github", disable_numparse=True))
+    print(tabulate([[s, n] for s, n in sizes.items()], headers=["split", "items"], tablefmt="github", disable_numparse=True,
+                   colalign=("left", "right")))
     print(f"database includes train: {ds.db_includes_train}")
     print()
     print(
@@ -121,11 +122,12 @@ def _info(args: argparse.Namespace, root) -> int:
     train_freq = labels[ds.splits["train"]].sum(0)
     order = sorted(range(len(freq)), key=lambda j: (-freq[j], ds.label_names[j]))[: max(args.top, 0)]
     rows = [[ds.label_names[j], int(freq[j]), f"{freq[j] / len(ds):.3f}", int(train_freq[j])] for j in order]
-    print(tabulate(rows, headers=["label", "items", "fraction", "in train"], tablefmt="github", disable_numparse=True))
+    print(tabulate(rows, headers=["label", "items", "fraction", "in train"], tablefmt="github", disable_numparse=True,
+                   colalign=("left", "right", "right", "right")))
     print()
     if ds.skipped:
         print(tabulate(sorted(ds.skipped.items()), headers=["skipped because", "records"], tablefmt="github",
-                       disable_numparse=True))
+                       disable_numparse=True, colalign=("left", "right")))
         if ds.skipped_items:
             print()
             keys = ("reason", "id", "split", "source", "path", "detail")
