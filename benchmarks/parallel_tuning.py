@@ -21,7 +21,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.tuning import TuneSpec, TuneSummary, recover_stale_trials, run_study, split_trials
+import benchmarks.tuning as tuning
+from benchmarks.tuning import TuneSpec, TuneSummary, recover_stale_trials, split_trials
 
 Echo = Callable[[str], None]
 
@@ -83,7 +84,7 @@ def fill_on_cluster(spec: TuneSpec, client: Any, *, threads: int = 1, echo: Echo
         raise RuntimeError(f"tuning study {spec.name}: {'; '.join(lost)}; finished trials are kept, re-run to resume")
     for f in futures:
         f.result()  # re-raises what an objective raised
-    summary = run_study(spec, workers=1, echo=echo)
+    summary = tuning.run_study(spec, workers=1, echo=echo)
     return dataclasses.replace(summary, ran=sum(shares), recovered=recovered + list(summary.recovered))
 
 
@@ -100,7 +101,7 @@ def run_study_parallel(spec: TuneSpec, *, workers: int = 1, scheduler: str | Non
 
     if workers <= 1 and not scheduler:
         with ThreadSettings(threads):
-            return run_study(spec, workers=1, echo=echo)
+            return tuning.run_study(spec, workers=1, echo=echo)
     from benchmarks.distributed import dask_client
 
     with dask_client(workers=workers, scheduler=scheduler, threads=threads, device=spec.device, echo=echo) as client:
