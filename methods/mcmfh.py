@@ -28,21 +28,24 @@ Ablations registered as variants: ``mcmfh-no-moe`` (dense feed-forward), ``mcmfh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medhash_datasets.base import FeatureSplit
 from methods import register_method, register_variant
 from methods.base import ConfigError, MethodConfig, check_range
+from methods.fusion import FusionHashingMethod
+from methods.fusion_net import FusionConfig, FusionNet, check_choice
+from methods.moe import DropoutVotingMLP, FusionLayer, MoEFeedForward, load_balancing_loss, router_z_loss
 from methods.nn import make_generator
-from methods.ucmfh import FusionConfig, FusionHashingMethod, FusionNet, _check_choice
 
 __all__ = [
+    "COLLAPSE_SHARE",
     "MCMFH",
     "DropoutVotingMLP",
     "FusionLayer",
@@ -53,198 +56,8 @@ __all__ = [
     "router_z_loss",
 ]
 
-
-# ---- losses ------------------------------------------------------------------------------------------------
-def load_balancing_loss(probs: Tensor, assignments: Tensor) -> Tensor:
-    """Switch-Transformer load-balancing loss ``E · Σ_e f_e · P_e``.
-
-    Source: Fedus, Zoph, Shazeer, "Switch Transformers", JMLR 2022, eq. (4)-(6); for top-k routing f_e counts
-    each of a token's k assignments (so Σ_e f_e = 1).
-
-    Parameters
-    ----------
-    probs : Tensor, shape (N, E), float
-        Router probabilities (softmax over experts) of N tokens.
-    assignments : Tensor, shape (N, k), int64
-        The k experts each token is routed to.
-
-    Returns
-    -------
-    Tensor, shape ()
-        ``E · Σ_e f_e P_e`` with ``f_e = #{(n, j): assignments[n, j] = e} / (N k)`` (no gradient) and
-        ``P_e = mean_n probs[n, e]``. Equals 1 when routing is balanced (f_e = 1/E) or probabilities are
-        uniform; for tokens sharing one probability vector it is >= 1 with equality iff the top-k mass is k/E.
-    """
-    n, e = probs.shape
-    counts = torch.bincount(assignments.reshape(-1), minlength=e).to(probs.dtype)
-    f = counts / max(assignments.numel(), 1)
-    p = probs.mean(dim=0)
-    return e * (f.detach() * p).sum()
-
-
-def router_z_loss(logits: Tensor) -> Tensor:
-    """Router z-loss ``mean_n (logsumexp_e logits[n, e])²`` (Zoph et al., "ST-MoE", arXiv 2202.08906, eq. 5).
-
-    Parameters
-    ----------
-    logits : Tensor, shape (N, E)
-        Router logits (before softmax).
-
-    Returns
-    -------
-    Tensor, shape ()
-    """
-    return torch.logsumexp(logits, dim=1).pow(2).mean()
-
-
-# ---- modules -----------------------------------------------------------------------------------------------
-class DropoutVotingMLP(nn.Module):
-    """Residual MLP whose dropout is "voted": ``mean_t LayerNorm(x + W2 · (m_t ⊙ GELU(W1 x)))``.
-
-    Training: each of the ``t_dv`` passes draws ordinary inverted-dropout masks per element (global RNG).
-    Evaluation: pass t uses the fixed mask ``eval_masks[t]`` (a buffer drawn once from the seed by
-    :meth:`draw_masks`, shared by every item), so outputs are deterministic and per-item.
-
-    Parameters
-    ----------
-    dim : int
-        Token width (1024).
-    p : float
-        Dropout probability p_dv in [0, 1).
-    passes : int
-        Number of voting passes T_dv >= 1.
-
-    Notes
-    -----
-    Input (B, dim) → output (B, dim). ``vote_pass`` (None or an index) restricts the forward pass to one
-    fixed mask, for the bit-wise majority vote over whole-network passes.
-    """
-
-    def __init__(self, dim: int, p: float, passes: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, dim)
-        self.fc2 = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim)
-        self.p, self.passes = float(p), int(passes)
-        self.register_buffer("eval_masks", torch.ones(self.passes, dim))
-        self.vote_pass: int | None = None
-
-    def draw_masks(self, generator: torch.Generator) -> None:
-        """Draw the fixed evaluation masks (T_dv, dim): Bernoulli(1 − p) / (1 − p), from ``generator``."""
-        keep = (torch.rand(self.eval_masks.shape, generator=generator) >= self.p).float()
-        self.eval_masks.copy_(keep / (1.0 - self.p))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.fc1(x))
-        if self.training:
-            outs = [self.norm(x + self.fc2(F.dropout(h, self.p, training=True))) for _ in range(self.passes)]
-        else:
-            passes = range(self.passes) if self.vote_pass is None else [self.vote_pass]
-            outs = [self.norm(x + self.fc2(h * self.eval_masks[t])) for t in passes]
-        return torch.stack(outs).mean(dim=0) if len(outs) > 1 else outs[0]
-
-
-class MoEFeedForward(nn.Module):
-    """Mixture-of-experts feed-forward block with top-k routing (or dense soft gating).
-
-    Parameters
-    ----------
-    dim, hidden : int
-        Expert Linear(dim, hidden) → ReLU → Dropout → Linear(hidden, dim).
-    n_experts, top_k : int
-        E experts; each token goes to its k most probable experts, gates renormalised to sum to 1.
-    dropout : float
-        Dropout inside each expert.
-    dense : bool
-        Dense gating: every expert, weighted by the full softmax (load f_e is then P_e).
-
-    Notes
-    -----
-    ``forward(x (N, dim)) -> out (N, dim)``; the last call's routing is kept in ``last`` (``probs`` (N, E),
-    ``logits`` (N, E), ``topi`` (N, k), ``gates`` (N, k), ``counts`` (E,) assignments per expert) and the
-    gating loss in ``last["balance"]``, ``last["z"]``.
-    """
-
-    def __init__(self, dim: int, hidden: int, n_experts: int, top_k: int, dropout: float, dense: bool = False) -> None:
-        super().__init__()
-        self.router = nn.Linear(dim, n_experts)
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
-            for _ in range(n_experts)
-        )
-        self.n_experts, self.top_k, self.dense = int(n_experts), int(top_k), bool(dense)
-        self.last: dict[str, Tensor] = {}
-
-    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Router logits, probabilities, chosen experts and renormalised gates for tokens ``x`` (N, dim).
-
-        Returns
-        -------
-        logits, probs : Tensor, (N, E)
-        topi : Tensor, (N, k) int64 — experts in decreasing probability
-        gates : Tensor, (N, k) — ``probs[topi] / probs[topi].sum()`` per token (sums to 1)
-        """
-        logits = self.router(x)
-        probs = logits.softmax(dim=1)
-        topv, topi = probs.topk(self.top_k, dim=1)
-        gates = topv / topv.sum(dim=1, keepdim=True)
-        return logits, probs, topi, gates
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits, probs, topi, gates = self.route(x)
-        if self.dense:
-            out = sum(probs[:, e : e + 1] * expert(x) for e, expert in enumerate(self.experts))
-            counts = probs.detach().sum(dim=0)
-            balance = self.n_experts * (probs.mean(dim=0) ** 2).sum()
-        else:
-            out = torch.zeros_like(x)
-            for e, expert in enumerate(self.experts):
-                token, slot = (topi == e).nonzero(as_tuple=True)
-                if token.numel():
-                    out = out.index_add(0, token, gates[token, slot].unsqueeze(1) * expert(x[token]))
-            counts = torch.bincount(topi.reshape(-1), minlength=self.n_experts).float()
-            balance = load_balancing_loss(probs, topi)
-        self.last = {
-            "logits": logits,
-            "probs": probs,
-            "topi": topi,
-            "gates": gates,
-            "counts": counts.detach(),
-            "balance": balance,
-            "z": router_z_loss(logits),
-        }
-        return out  # type: ignore[return-value]
-
-
-class FusionLayer(nn.Module):
-    """Post-norm transformer encoder layer (as ``nn.TransformerEncoderLayer``) with a dense or MoE feed-forward.
-
-    ``x = LN1(x + Drop(SelfAttn(x)));  x = LN2(x + Drop(FF(x)))`` on (B, S, dim) batch-first input.
-    For S = 1 self-attention reduces exactly to ``out_proj(v_proj(x))`` (softmax over one key is 1), which is
-    computed directly (same function, a third of the projection cost).
-    """
-
-    def __init__(self, dim: int, n_heads: int, hidden: int, dropout: float, moe: MoEFeedForward | None) -> None:
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
-        self.ff: nn.Module = moe if moe is not None else nn.Sequential(
-            nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
-        )
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
-
-    def _attend(self, x: Tensor) -> Tensor:
-        if x.shape[1] == 1:
-            d = x.shape[-1]
-            attn = self.self_attn
-            v = F.linear(x, attn.in_proj_weight[2 * d :], attn.in_proj_bias[2 * d :])
-            return attn.out_proj(v)
-        return self.self_attn(x, x, x, need_weights=False)[0]
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, s, d = x.shape
-        x = self.norm1(x + self.dropout1(self._attend(x)))
-        return self.norm2(x + self.dropout2(self.ff(x.reshape(b * s, d)).reshape(b, s, d)))
+#: A router has collapsed when one expert receives more than this fraction of the tokens (issue 13 item 2).
+COLLAPSE_SHARE = 0.9
 
 
 class MoEFusion(nn.Module):
@@ -258,7 +71,7 @@ class MoEFusion(nn.Module):
     Notes
     -----
     ``forward(tokens (B, 1024)) -> (out (B, 1024), gate_loss scalar)``; ``gate_loss`` is
-    ``mean over MoE layers of (L_balance + z_weight · L_z)`` (0 without MoE).
+    ``mean over MoE layers of (L_balance + z_weight · L_z)`` (0 without MoE, and under ``torch.inference_mode``).
     """
 
     def __init__(self, cfg: MCMFHConfig) -> None:
@@ -293,7 +106,7 @@ class MoEFusion(nn.Module):
         for layer in self.layers:
             x = layer(x)
         blocks = self.moe_blocks()
-        if blocks:
+        if blocks and not torch.is_inference_mode_enabled():
             gate = torch.stack([blk.last["balance"] + self.z_weight * blk.last["z"] for blk in blocks]).mean()
         else:
             gate = tokens.new_zeros(())
@@ -361,8 +174,8 @@ class MCMFHConfig(FusionConfig):
         check_range(self, "top_k", 1, self.n_experts)
         check_range(self, "gate_weight", 0.0)
         check_range(self, "z_weight", 0.0)
-        _check_choice(self, "dv_vote", ("soft", "majority"))
-        _check_choice(self, "token_layout", ("concat", "pair"))
+        check_choice(self, "dv_vote", ("soft", "majority"))
+        check_choice(self, "token_layout", ("concat", "pair"))
         if self.token_layout == "pair" and self.slot_dim % self.n_heads:
             raise ConfigError(f"MCMFHConfig.n_heads = {self.n_heads} must divide the pair-token width {self.slot_dim}")
         if self.dv_vote == "majority" and not self.dv:
@@ -379,6 +192,7 @@ class MCMFH(FusionHashingMethod):
     """
 
     config_class: ClassVar[type[MethodConfig]] = MCMFHConfig
+    EPOCH_CAP_RANGE: ClassVar[tuple[int, int, int]] = (10, 40, 5)
 
     def __init__(self, config: MethodConfig | None = None, *, device: str = "cpu") -> None:
         super().__init__(config, device=device)
@@ -408,16 +222,16 @@ class MCMFH(FusionHashingMethod):
             {"name": "stage2", "epochs": cfg.epochs, "hash": True, "freeze_front": True},
         ]
 
-    def fit(self, train: FeatureSplit, validation: FeatureSplit, bits: int, seed: int) -> MCMFH:
-        """Train as :meth:`FusionHashingMethod.fit` (two stages by default), then measure the expert load."""
-        super().fit(train, validation, bits, seed)
-        n = self.history["n_train"]
-        self.expert_load = self._measure_load(train.image[:n], train.text[:n])
-        return self
+    def _after_stage(
+        self, net: FusionNet, stage: dict[str, Any], train: FeatureSplit, tokens: Callable[[Any, Any], Tensor]
+    ) -> None:
+        """After the last stage: measure the expert load on the training split's paired inputs (eval mode)."""
+        if stage["name"] == self._stages()[-1]["name"]:
+            self.expert_load = self._measure_load(tokens(train.image, train.text))
 
     @torch.inference_mode()
-    def _measure_load(self, image: np.ndarray, text: np.ndarray) -> list[list[float]]:
-        """Per MoE layer, the fraction of assignments per expert over paired inputs (eval mode)."""
+    def _measure_load(self, tokens: Tensor) -> list[list[float]]:
+        """Per MoE layer, the fraction of token-to-expert assignments per expert over front ``tokens`` (n, 1024)."""
         assert self.net is not None
         fusion = self.net.fusion
         assert isinstance(fusion, MoEFusion)
@@ -425,15 +239,15 @@ class MCMFH(FusionHashingMethod):
         if not blocks:
             return []
         totals = [torch.zeros(self.config.n_experts) for _ in blocks]
-        self.net.eval()
         step = self.config.encode_batch_size
-        for start in range(0, image.shape[0], step):
-            img = torch.from_numpy(np.ascontiguousarray(image[start : start + step], np.float32)).to(self.device)
-            txt = torch.from_numpy(np.ascontiguousarray(text[start : start + step], np.float32)).to(self.device)
-            self.net.fuse(self.net.tokens(img, txt))
+        for start in range(0, tokens.shape[0], step):
+            fusion(tokens[start : start + step])
             for tot, blk in zip(totals, blocks):
                 tot += blk.last["counts"].float().cpu()
         return [(tot / tot.sum()).tolist() for tot in totals]
+
+    def _encode_is_token_path(self) -> bool:
+        return not (self.config.dv_vote == "majority" and self.config.dv)
 
     def _encode_chunk(self, image: Tensor | None, text: Tensor | None, which: str) -> tuple[Tensor | None, Tensor | None]:
         assert self.net is not None
@@ -457,14 +271,30 @@ class MCMFH(FusionHashingMethod):
         return majority(0), majority(1)
 
     def info(self) -> dict[str, Any]:
-        """Base facts (epochs per stage) plus ``expert_load`` (E floats, mean over MoE layers; empty without MoE)
-        and ``expert_load_per_layer``."""
+        """Base facts (epochs per stage, selection) plus the routing facts.
+
+        Returns
+        -------
+        dict
+            Adds ``expert_load`` (E floats, mean over MoE layers; empty without MoE), ``expert_load_per_layer``,
+            ``router_max_share`` (largest fraction of tokens any expert receives in any layer: its share of the
+            N·k assignments times k, in [0, 1]; ``None`` without MoE) and ``router_collapse`` (bool: that
+            fraction exceeds :data:`COLLAPSE_SHARE` while routing has a choice, E > k — for top-1 routing, one
+            expert taking > 90 % of the assignments; issue 13 item 2).
+        """
         out = super().info()
+        cfg = self.config
         if self.expert_load:
             out["expert_load"] = [float(v) for v in np.mean(np.asarray(self.expert_load), axis=0)]
             out["expert_load_per_layer"] = self.expert_load
+            k = 1 if cfg.dense_gating else cfg.top_k
+            share = float(max(max(layer) for layer in self.expert_load)) * k
+            out["router_max_share"] = share
+            out["router_collapse"] = bool(cfg.n_experts > k and share > COLLAPSE_SHARE)
         else:
             out["expert_load"] = []
+            out["router_max_share"] = None
+            out["router_collapse"] = False
         return out
 
     def get_state(self) -> dict[str, Any]:
@@ -478,16 +308,17 @@ class MCMFH(FusionHashingMethod):
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:
-        """UCMFH's space plus E, top-k, λ_g, p_dv, T_dv and the stage-1 epoch cap."""
+        """The fusion space (learning rates, temperature, hash-loss weight, p_missing, dropouts, stage-2 epoch
+        cap) plus the gating-loss weight λ_g, the DV-MLP dropout p_dv and the stage-1 epoch cap.
+
+        The architecture (E = 4, k = 2, T_dv = 5) is the method under test and is not tuned; the ablation
+        variants vary it.
+        """
         space = super().search_space(trial)
-        n_experts = trial.suggest_categorical("n_experts", [2, 4, 8])
         space.update(
-            n_experts=n_experts,
-            top_k=min(trial.suggest_categorical("top_k", [1, 2]), n_experts),
             gate_weight=trial.suggest_float("gate_weight", 1e-3, 1e-1, log=True),
             p_dv=trial.suggest_float("p_dv", 0.05, 0.5),
-            t_dv=trial.suggest_categorical("t_dv", [1, 3, 5, 9]),
-            epochs_stage1=trial.suggest_int("epochs_stage1", 0, 20, step=5),
+            epochs_stage1=trial.suggest_int("epochs_stage1", 2, 16, step=2),
         )
         return space
 

@@ -5,8 +5,9 @@ What lives here, each usable on its own:
 - :func:`nt_xent` — the SimCLR NT-Xent contrastive loss between two paired views (UCMFH's loss).
 - :class:`HashHead` — UCMFH's hash head (L2-norm → Linear → ReLU → Dropout → Linear → tanh → L2-norm).
 - :class:`InputAdapter` — per-modality ``Linear(d → 512)`` in front of a fusion model (identity for 512-d).
-- :class:`MissingModality` — learned "missing" vectors plus modality dropout, so a fusion model can encode an
-  image alone or a text alone.
+- :class:`MissingModality` and :func:`modality_dropout_plan` — learned "missing" vectors plus modality
+  dropout, so a fusion model can encode an image alone or a text alone.
+- :func:`single_token_attention` — self-attention of length-1 sequences without the query/key projections.
 - Seeding and batching helpers (:func:`seeded`, :func:`make_generator`, :func:`minibatches`) and a small
   :class:`EarlyStopping` tracker that keeps the best weights, for the usual epoch loop.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,15 +27,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "IMAGE_ALONE",
+    "PAIRED",
+    "TEXT_ALONE",
     "EarlyStopping",
     "HashHead",
     "InputAdapter",
     "MissingModality",
+    "RowPlan",
     "as_tensor",
     "make_generator",
     "minibatches",
+    "modality_dropout_plan",
     "nt_xent",
     "seeded",
+    "single_token_attention",
     "state_to_cpu",
 ]
 
@@ -157,9 +164,8 @@ class MissingModality(nn.Module):
 
     A fusion model sees a token built from both modalities. To encode an image alone (the unimodal
     protocol) the text slot is filled with a learned vector ``missing_text`` (and vice versa). Modality
-    dropout trains that case: each training pair, with probability ``p_missing``, has exactly one of its
-    modalities (image or text with equal probability) replaced by the missing vector; both are never dropped.
-    The choice is ours (methods spec, "Common ground", leaves the scheme open).
+    dropout trains that case: :func:`modality_dropout_plan` draws which training rows lose a modality and
+    :meth:`assemble` builds those rows (the scheme is ours; methods spec, "Common ground", leaves it open).
 
     Parameters
     ----------
@@ -205,73 +211,129 @@ class MissingModality(nn.Module):
             return self.missing_image.expand(text.shape[0], -1), text
         return image, self.missing_text.expand(image.shape[0], -1)
 
-    def dropout(
-        self, image: Tensor, text: Tensor, p_missing: float, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor]:
-        """Modality dropout: replace one modality of each pair with probability ``p_missing``.
+    def assemble(self, image: Tensor, text: Tensor, plan: RowPlan) -> tuple[Tensor, Tensor]:
+        """Model inputs of the rows of ``plan``: each row's pair with an absent modality replaced.
 
         Parameters
         ----------
         image, text : Tensor, shape (B, dim)
-        p_missing : float
-            Probability in [0, 1) that a pair loses one modality.
-        generator : torch.Generator
-            CPU generator drawing the choices (so training is reproducible from the seed).
+            The batch's (adapted) pairs.
+        plan : RowPlan
+            From :func:`modality_dropout_plan` for this batch.
 
         Returns
         -------
-        tuple of Tensor, each (B, dim)
-            Same tensors when ``p_missing == 0``.
+        image_in, text_in : Tensor, shape (R, dim)
+            Row r holds pair ``plan.source[r]``; its image is ``missing_image`` when ``plan.kind[r] == TEXT_ALONE``
+            and its text is ``missing_text`` when ``plan.kind[r] == IMAGE_ALONE``.
         """
-        if p_missing <= 0:
-            return image, text
-        n = image.shape[0]
+        src, kind = plan.source.to(image.device), plan.kind.to(image.device).unsqueeze(1)
+        img, txt = image.index_select(0, src), text.index_select(0, src)
+        img = torch.where(kind == TEXT_ALONE, self.missing_image.expand_as(img), img)
+        txt = torch.where(kind == IMAGE_ALONE, self.missing_text.expand_as(txt), txt)
+        return img, txt
+
+
+#: Row kinds of a :class:`RowPlan`: both modalities, image alone (text slot missing), text alone (image missing).
+PAIRED, IMAGE_ALONE, TEXT_ALONE = 0, 1, 2
+
+
+class RowPlan(NamedTuple):
+    """Which model input rows a training batch of B pairs becomes under modality dropout.
+
+    Attributes
+    ----------
+    source : Tensor, shape (R,), int64
+        Pair (batch position) of each model row.
+    kind : Tensor, shape (R,), int64
+        ``PAIRED``, ``IMAGE_ALONE`` or ``TEXT_ALONE`` per row.
+    image_rows, text_rows : Tensor, shape (B,), int64
+        Row whose image-side / text-side output stands for pair i in the loss.
+    """
+
+    source: Tensor
+    kind: Tensor
+    image_rows: Tensor
+    text_rows: Tensor
+
+
+def modality_dropout_plan(n: int, p_missing: float, mode: str, generator: torch.Generator) -> RowPlan:
+    """Draw modality dropout for a batch of ``n`` pairs (our choice; the methods spec leaves the scheme open).
+
+    ``mode = "split"``: each pair, with probability ``p_missing``, becomes two unimodal rows: row i
+    ``[image_i ; missing_text]`` (its image side is read) and an extra row ``[missing_image ; text_i]`` (its text
+    side is read), exactly as the unimodal protocol encodes a query image and a database text, so the
+    contrastive loss aligns image-alone with text-alone outputs. ``mode = "one"``: each pair, with probability
+    ``p_missing``, loses exactly one of its modalities (image or text with equal probability), never both.
+
+    Parameters
+    ----------
+    n : int
+        Pairs in the batch.
+    p_missing : float
+        Probability in [0, 1); 0 gives every pair as one paired row.
+    mode : {"split", "one"}
+    generator : torch.Generator
+        CPU generator drawing the choices: ``split`` draws ``rand(n)`` once, ``one`` twice (none for p = 0).
+
+    Returns
+    -------
+    RowPlan
+        R = n + (number of split pairs) rows for ``split``, R = n for ``one``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``mode``.
+    """
+    rows = torch.arange(n)
+    kind = torch.zeros(n, dtype=torch.int64)
+    if p_missing <= 0:
+        return RowPlan(rows, kind, rows, rows)
+    if mode == "split":
+        idx = (torch.rand(n, generator=generator) < p_missing).nonzero(as_tuple=True)[0]
+        m = int(idx.numel())
+        kind[idx] = IMAGE_ALONE
+        text_rows = rows.clone()
+        text_rows[idx] = torch.arange(n, n + m)
+        source = torch.cat([rows, idx])
+        kind = torch.cat([kind, torch.full((m,), TEXT_ALONE, dtype=torch.int64)])
+        return RowPlan(source, kind, rows, text_rows)
+    if mode == "one":
         drop = torch.rand(n, generator=generator) < p_missing
         which = torch.rand(n, generator=generator) < 0.5  # True: drop the image, False: drop the text
-        drop_img = (drop & which).to(image.device).unsqueeze(1)
-        drop_txt = (drop & ~which).to(image.device).unsqueeze(1)
-        image = torch.where(drop_img, self.missing_image.expand_as(image), image)
-        text = torch.where(drop_txt, self.missing_text.expand_as(text), text)
-        return image, text
+        kind[drop & which] = TEXT_ALONE
+        kind[drop & ~which] = IMAGE_ALONE
+        return RowPlan(rows, kind, rows, rows)
+    raise ValueError(f"modality_dropout_plan: mode must be 'split' or 'one', got {mode!r}")
 
-    def split_pairs(
-        self, image: Tensor, text: Tensor, p_missing: float, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Split modality dropout: each pair, with probability ``p_missing``, becomes two unimodal inputs.
 
-        A split pair i is fed as ``[image_i ; missing_text]`` (its image-side output is used) and as an
-        extra row ``[missing_image ; text_i]`` (its text-side output is used), exactly as the unimodal
-        protocol encodes a query image and a database text. A contrastive loss on the selected rows then
-        aligns image-alone with text-alone outputs. Our choice (methods spec leaves the scheme open).
+def single_token_attention(attn: nn.MultiheadAttention, x: Tensor) -> Tensor:
+    """Self-attention of length-1 sequences, ``out_proj(d ⊙ v_proj(x))``, for tokens ``x`` (N, dim).
 
-        Parameters
-        ----------
-        image, text : Tensor, shape (B, dim)
-        p_missing : float
-            Probability in [0, 1) that a pair is split.
-        generator : torch.Generator
-            CPU generator drawing the choices.
+    With one key the attention weight of every head is exactly 1, so ``nn.MultiheadAttention`` on a
+    (N, 1, dim) batch returns ``out_proj`` of the value projection; in training mode its attention dropout
+    zeroes that weight per (item, head) with probability ``p`` (else scales it by 1/(1 − p)), reproduced here
+    by the per-head mask ``d``. The query and key projections are skipped (a third of the cost); they never
+    receive gradient at S = 1 in either form.
 
-        Returns
-        -------
-        image2, text2 : Tensor, shape (B + m, dim)
-            Model inputs; m = number of split pairs. Row i < B is pair i (text replaced by ``missing_text``
-            when split); row B + j is ``[missing_image ; text]`` of the j-th split pair.
-        image_rows, text_rows : Tensor, shape (B,), int64
-            Row of the model output to read pair i's image side / text side from.
-        """
-        n = image.shape[0]
-        rows = torch.arange(n, device=image.device)
-        if p_missing <= 0:
-            return image, text, rows, rows
-        split = (torch.rand(n, generator=generator) < p_missing).to(image.device)
-        idx = split.nonzero(as_tuple=True)[0]
-        m = int(idx.numel())
-        image2 = torch.cat([image, self.missing_image.expand(m, -1)], dim=0)
-        text2 = torch.cat([torch.where(split.unsqueeze(1), self.missing_text.expand_as(text), text), text[idx]], dim=0)
-        text_rows = rows.clone()
-        text_rows[idx] = torch.arange(n, n + m, device=image.device)
-        return image2, text2, rows, text_rows
+    Parameters
+    ----------
+    attn : nn.MultiheadAttention
+        With a packed ``in_proj_weight`` (query, key and value of the same width).
+    x : Tensor, shape (N, dim)
+
+    Returns
+    -------
+    Tensor, shape (N, dim)
+    """
+    d, h = attn.embed_dim, attn.num_heads
+    bias = attn.in_proj_bias[2 * d :] if attn.in_proj_bias is not None else None
+    v = F.linear(x, attn.in_proj_weight[2 * d :], bias)
+    if attn.training and attn.dropout > 0:
+        keep = F.dropout(v.new_ones(x.shape[0], h, 1), attn.dropout, training=True)
+        v = (v.view(x.shape[0], h, d // h) * keep).view(x.shape[0], d)
+    return attn.out_proj(v)
 
 
 # ---- seeding, batching, early stopping -----------------------------------------------------------------------
@@ -403,8 +465,22 @@ class EarlyStopping:
         if loss < self.best - self.min_delta:
             self.best, self.best_epoch = float(loss), self.epochs
             if model is not None:
-                self.best_state = state_to_cpu(model)
+                self._snapshot(model)
         return self.epochs - self.best_epoch >= self.patience
+
+    def _snapshot(self, model: nn.Module) -> None:
+        """Copy ``model``'s state into the snapshot, reusing its buffers when the layout matches (a fresh
+        ~200 MB allocation per improvement costs page faults on every copy)."""
+        state = model.state_dict()
+        old = self.best_state
+        if not isinstance(old, dict) or old.keys() != state.keys() or any(
+            old[k].shape != v.shape or old[k].dtype != v.dtype for k, v in state.items()
+        ):
+            self.best_state = state_to_cpu(model)
+            return
+        with torch.no_grad():
+            for k, v in state.items():
+                old[k].copy_(v.detach())
 
     def restore(self, model: nn.Module) -> None:
         """Load the best snapshot into ``model`` (no-op when none was taken)."""

@@ -293,3 +293,94 @@ def test_mcmfh_learns_on_synthetic_data():
     paired = reference_map(pq.image, pd.text, q.labels, db.labels)
     assert uni > chance + 0.1, (uni, chance)
     assert paired > chance + 0.1, (paired, chance)
+
+
+# ---- speed paths (issue 15) and selection (issue 14) -------------------------------------------------------
+def test_grouped_dispatch_at_batch_size_one_and_with_idle_experts():
+    torch.manual_seed(3)
+    moe = MoEFeedForward(dim=6, hidden=8, n_experts=6, top_k=2, dropout=0.0).eval()
+    for n in (1, 3):  # at most 2n of the 6 experts receive a token
+        x = torch.randn(n, 6)
+        _, _, topi, gates = moe.route(x)
+        ref = torch.stack([sum(gates[i, j] * moe.experts[int(topi[i, j])](x[i : i + 1])[0] for j in range(2)) for i in range(n)])
+        torch.testing.assert_close(moe(x).detach(), ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_dv_mlp_training_passes_run_batched_with_independent_masks():
+    torch.manual_seed(0)
+    dv = DropoutVotingMLP(8, p=0.0, passes=4).train()
+    x = torch.randn(5, 8)
+    # Without dropout every pass is the plain residual MLP.
+    torch.testing.assert_close(dv(x), dv.norm(x + dv.fc2(torch.nn.functional.gelu(dv.fc1(x)))))
+    dv.p = 0.5
+    outs = torch.stack([dv(x) for _ in range(200)])  # each output is a mean of 4 independently masked passes
+    single = torch.stack([DropoutVotingMLP.forward(_one_pass(dv), x) for _ in range(200)])
+    # Averaging 4 independent passes divides the spread of one pass by about 2 (variance / 4).
+    ratio = (outs.var(0).mean() / single.var(0).mean()).item()
+    assert 0.15 < ratio < 0.4, ratio
+
+
+def _one_pass(dv: DropoutVotingMLP) -> DropoutVotingMLP:
+    one = DropoutVotingMLP(8, p=dv.p, passes=1).train()
+    one.load_state_dict({k: v for k, v in dv.state_dict().items() if k != "eval_masks"}, strict=False)
+    return one
+
+
+def test_router_collapse_flag_hand_worked():
+    m = create_method("mcmfh", TINY)  # E = 4, top-2: an expert's share of tokens is 2 x its share of assignments
+    m.expert_load = [[0.25, 0.25, 0.25, 0.25], [0.3, 0.3, 0.2, 0.2]]
+    info = m.info()
+    assert info["router_max_share"] == pytest.approx(0.6) and info["router_collapse"] is False
+    m.expert_load = [[0.25] * 4, [0.46, 0.44, 0.05, 0.05]]  # expert 0 in 92 % of the tokens' top-2 in layer 2
+    assert m.info()["router_collapse"] is True
+    top1 = create_method("mcmfh", {**TINY, "top_k": 1})
+    top1.expert_load = [[0.91, 0.03, 0.03, 0.03]]  # one expert takes 91 % of the assignments
+    assert top1.info()["router_collapse"] is True
+    top1.expert_load = [[0.89, 0.05, 0.03, 0.03]]
+    assert top1.info()["router_collapse"] is False
+    m.expert_load = []
+    assert m.info()["router_collapse"] is False and m.info()["router_max_share"] is None
+
+
+def test_router_collapse_recorded_after_fit(tiny_fitted):
+    info = tiny_fitted.info()
+    share = max(max(layer) for layer in info["expert_load_per_layer"]) * 2
+    assert info["router_max_share"] == pytest.approx(share) and info["router_collapse"] == (share > 0.9)
+
+
+def test_frozen_front_cache_trains_like_recomputing_the_front(monkeypatch):
+    """Stage 2 reuses the frozen front's outputs; recomputing them per batch gives the same training."""
+    import methods.fusion
+
+    params = {**TINY, "epochs": 2, "epochs_stage1": 1, "patience": 9}
+    train, val = random_split(80), random_split(30, seed=1)
+    cached = create_method("mcmfh", params).fit(train, val, 16, seed=2)
+    monkeypatch.setattr(methods.fusion, "FRONT_CACHE_MAX_BYTES", 0)
+    plain = create_method("mcmfh", params).fit(train, val, 16, seed=2)
+    for a, b in zip(cached.history["stages"], plain.history["stages"]):
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-4)
+        np.testing.assert_allclose([e["map"] for e in a["val_map"]], [e["map"] for e in b["val_map"]], atol=1e-3)
+
+
+def test_each_stage_selected_on_validation_map():
+    m = create_method("mcmfh", {**TINY, "epochs": 3, "epochs_stage1": 2, "patience": 9})
+    train, val = random_split(80), random_split(30, seed=1)
+    m.fit(train, val, 16, seed=0)
+    s1, s2 = m.history["stages"]
+    assert s1["selected_on"] == "fused-feature cosine mAP" and s2["selected_on"] == "code Hamming mAP"
+    for stage in (s1, s2):
+        maps = [e["map"] for e in stage["val_map"]]
+        assert stage["best_epoch"] == 1 + int(np.argmax(maps))
+    assert m.info()["best_epoch_per_stage"] == {"stage1": s1["best_epoch"], "stage2": s2["best_epoch"]}
+
+
+def test_search_space_covers_losses_dropouts_and_epoch_caps():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(5):
+        space = MCMFH.search_space(study.ask())
+        expected = {"lr_fusion", "lr_head", "temperature", "hash_weight", "gate_weight", "p_missing", "dropout",
+                    "head_dropout", "p_dv", "epochs", "epochs_stage1"}
+        assert expected <= set(space) and not {"n_experts", "top_k", "t_dv"} & set(space)
+        create_method("mcmfh", space)

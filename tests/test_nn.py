@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from methods.nn import (
+    IMAGE_ALONE,
+    PAIRED,
+    TEXT_ALONE,
     EarlyStopping,
     HashHead,
     InputAdapter,
@@ -16,8 +19,10 @@ from methods.nn import (
     as_tensor,
     make_generator,
     minibatches,
+    modality_dropout_plan,
     nt_xent,
     seeded,
+    single_token_attention,
 )
 
 
@@ -115,6 +120,11 @@ def test_missing_modality_fill():
         mm.fill(torch.ones(2, 4), torch.ones(3, 4))
 
 
+def _assembled(mm: MissingModality, img: torch.Tensor, txt: torch.Tensor, plan) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        return mm.assemble(img, txt, plan)
+
+
 def test_modality_dropout_one_drops_at_most_one_modality_at_rate_p():
     mm = MissingModality(2)
     with torch.no_grad():
@@ -122,18 +132,27 @@ def test_modality_dropout_one_drops_at_most_one_modality_at_rate_p():
         mm.missing_text.fill_(-9.0)
     n = 20000
     img, txt = torch.ones(n, 2), torch.ones(n, 2)
-    a, b = mm.dropout(img, txt, 0.3, make_generator(0))
+    plan = modality_dropout_plan(n, 0.3, "one", make_generator(0))
+    assert torch.equal(plan.source, torch.arange(n)) and torch.equal(plan.image_rows, plan.text_rows)
+    a, b = _assembled(mm, img, txt, plan)
     drop_img, drop_txt = (a[:, 0] == -7.0), (b[:, 0] == -9.0)
     assert not (drop_img & drop_txt).any()
     assert (drop_img | drop_txt).float().mean().item() == pytest.approx(0.3, abs=0.015)
     assert drop_img.float().mean().item() == pytest.approx(0.15, abs=0.015)
-    a2, b2 = mm.dropout(img, txt, 0.3, make_generator(0))
-    assert torch.equal(a, a2) and torch.equal(b, b2)
-    a3, b3 = mm.dropout(img, txt, 0.0, make_generator(0))
-    assert a3 is img and b3 is txt
+    assert torch.equal(drop_img, plan.kind == TEXT_ALONE) and torch.equal(drop_txt, plan.kind == IMAGE_ALONE)
+    # The same generator state gives the same plan; the draws are those of two rand(n) calls.
+    again = modality_dropout_plan(n, 0.3, "one", make_generator(0))
+    assert torch.equal(plan.kind, again.kind)
+    g = make_generator(0)
+    drop, which = torch.rand(n, generator=g) < 0.3, torch.rand(n, generator=g) < 0.5
+    assert torch.equal(plan.kind == TEXT_ALONE, drop & which)
+    none = modality_dropout_plan(n, 0.0, "one", make_generator(0))
+    assert (none.kind == PAIRED).all() and none.source.numel() == n
+    with pytest.raises(ValueError, match="mode"):
+        modality_dropout_plan(4, 0.3, "both", make_generator(0))
 
 
-def test_split_pairs_builds_unimodal_rows():
+def test_split_plan_builds_unimodal_rows():
     mm = MissingModality(2)
     with torch.no_grad():
         mm.missing_image.fill_(-7.0)
@@ -141,7 +160,9 @@ def test_split_pairs_builds_unimodal_rows():
     n = 400
     img = torch.arange(n, dtype=torch.float32).unsqueeze(1).repeat(1, 2)
     txt = img + 1000
-    img2, txt2, ri, rt = mm.split_pairs(img, txt, 0.3, make_generator(1))
+    plan = modality_dropout_plan(n, 0.3, "split", make_generator(1))
+    img2, txt2 = _assembled(mm, img, txt, plan)
+    ri, rt = plan.image_rows, plan.text_rows
     split = (txt2[:n, 0] == -9.0).nonzero(as_tuple=True)[0]
     m = len(split)
     assert img2.shape == txt2.shape == (n + m, 2)
@@ -156,8 +177,42 @@ def test_split_pairs_builds_unimodal_rows():
     unsplit = torch.ones(n, dtype=torch.bool)
     unsplit[split] = False
     assert torch.equal(rt[unsplit], torch.arange(n)[unsplit])
-    same = mm.split_pairs(img, txt, 0.0, make_generator(1))
-    assert same[0] is img and same[1] is txt
+    # The split pairs are those of one rand(n) draw below p.
+    expected = (torch.rand(n, generator=make_generator(1)) < 0.3).nonzero(as_tuple=True)[0]
+    assert torch.equal(split, expected)
+    assert torch.equal(plan.kind, torch.cat([torch.where(unsplit, PAIRED, IMAGE_ALONE), torch.full((m,), TEXT_ALONE)]))
+    same = modality_dropout_plan(n, 0.0, "split", make_generator(1))
+    assert torch.equal(same.source, torch.arange(n)) and torch.equal(same.text_rows, torch.arange(n))
+
+
+def test_single_token_attention_equals_multihead_attention_on_length_one_sequences():
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(8, 2, dropout=0.25, batch_first=True).eval()
+    x = torch.randn(5, 8)
+    ref = attn(x.unsqueeze(1), x.unsqueeze(1), x.unsqueeze(1), need_weights=False)[0].squeeze(1)
+    torch.testing.assert_close(single_token_attention(attn, x), ref, rtol=1e-5, atol=1e-6)
+    # Without dropout the training-mode functions agree too.
+    attn0 = torch.nn.MultiheadAttention(8, 2, dropout=0.0, batch_first=True).train()
+    ref0 = attn0(x.unsqueeze(1), x.unsqueeze(1), x.unsqueeze(1), need_weights=False)[0].squeeze(1)
+    torch.testing.assert_close(single_token_attention(attn0, x), ref0, rtol=1e-5, atol=1e-6)
+
+
+def test_single_token_attention_dropout_zeroes_or_rescales_whole_heads():
+    """Training mode: the single attention weight of each (item, head) is dropped with p or scaled by 1/(1-p)."""
+    torch.manual_seed(1)
+    d, h, p, n = 8, 2, 0.25, 4000
+    attn = torch.nn.MultiheadAttention(d, h, dropout=p, batch_first=True).train()
+    with torch.no_grad():  # out_proj = identity: the output is the (masked) value projection itself
+        attn.out_proj.weight.copy_(torch.eye(d))
+        attn.out_proj.bias.zero_()
+    x = torch.randn(n, d)
+    v = torch.nn.functional.linear(x, attn.in_proj_weight[2 * d :], attn.in_proj_bias[2 * d :]).detach()
+    out = single_token_attention(attn, x).detach()
+    ratio = (out / v).view(n, h, d // h)
+    scale = ratio[:, :, :1]
+    assert torch.allclose(ratio, scale.expand_as(ratio), atol=1e-4)  # one factor per head
+    assert set(torch.round(scale * 1e4).unique().tolist()) <= {0.0, round(1e4 / (1 - p))}
+    assert (scale == 0).float().mean().item() == pytest.approx(p, abs=0.02)
 
 
 def test_minibatches_cover_each_item_once_and_are_seeded():
@@ -186,11 +241,14 @@ def test_seeded_is_reproducible_and_restores_caller_rng():
 def test_early_stopping_tracks_best_and_restores_it():
     model = torch.nn.Linear(1, 1, bias=False)
     stop = EarlyStopping(patience=2, min_delta=0.1)
-    decisions = []
+    decisions, buffers = [], set()
     for epoch, loss in enumerate([5.0, 4.0, 3.95, 3.5, 3.45, 3.44], start=1):
         with torch.no_grad():
             model.weight.fill_(float(epoch))
         decisions.append(stop.update(loss, model))
+        buffers.add(id(stop.best_state["weight"]))
+        assert stop.best_state["weight"].data_ptr() != model.weight.data_ptr()  # a copy, never an alias
+    assert len(buffers) == 1  # later snapshots reuse the first one's buffers
     # 3.95 is not 0.1 better than 4.0; 3.5 is; 3.45 and 3.44 are not -> stop after epoch 6.
     assert decisions == [False, False, False, False, False, True]
     assert (stop.best, stop.best_epoch, stop.epochs) == (3.5, 4, 6)

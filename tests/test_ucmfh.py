@@ -3,6 +3,8 @@ the cross-batch quirk, determinism, persistence, the authors'-code flags, early 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -162,19 +164,92 @@ def test_save_load_round_trip_gives_identical_codes(tiny_fitted, tmp_path):
                 np.testing.assert_array_equal(x, y)
 
 
-def test_early_stopping_restores_best_validation_weights():
+def tie_aware_map(q: np.ndarray, d: np.ndarray, ql: np.ndarray, dl: np.ndarray) -> float:
+    """Tie-aware mAP@all of ``h >= 0`` bits by the project's evaluator (independent of methods/)."""
+    from benchmarks.evaluation import MetricSpec, binarize, evaluate_hamming
+
+    return float(evaluate_hamming(binarize(q), binarize(d), ql, dl, tie="aware", metrics=MetricSpec.map_only()).get("map"))
+
+
+def test_epoch_selected_by_validation_map_and_best_weights_restored():
     m = create_method("ucmfh", {**TINY, "epochs": 8, "patience": 2})
-    val = random_split(40, seed=1)
-    m.fit(random_split(96), val, 16, seed=0)
+    train, val = random_split(96), random_split(40, seed=1)
+    m.fit(train, val, 16, seed=0)
     stage = m.history["stages"][0]
-    assert stage["epochs"] == len(stage["val_loss"]) <= 8
-    assert stage["val_loss"][stage["best_epoch"] - 1] == min(stage["val_loss"])
-    if stage["epochs"] < 8:  # stopped early: patience epochs after the best one
+    maps = [e["map"] for e in stage["val_map"]]
+    assert [e["epoch"] for e in stage["val_map"]] == list(range(1, stage["epochs"] + 1))
+    assert stage["best_epoch"] == 1 + int(np.argmax(maps))  # the first epoch with the highest score
+    if stage["epochs"] < 8:  # stopped early: patience evaluations after the best one
         assert stage["epochs"] - stage["best_epoch"] == 2
-    dev = m.device
-    recomputed = m._validation_loss(m.net, {"hash": True, "freeze_front": False}, torch.tensor(val.image, device=dev), torch.tensor(val.text, device=dev))
-    assert recomputed == pytest.approx(min(stage["val_loss"]), rel=1e-5)
-    assert m.info()["epochs"] == stage["epochs"]
+    # The restored weights score exactly the recorded best, recomputed through the public encode and the
+    # evaluator: validation queries (unimodal) against the training database, mean of i2t and t2i.
+    i2t = tie_aware_map(m.encode(image=val.image).image, m.encode(text=train.text).text, val.labels, train.labels)
+    t2i = tie_aware_map(m.encode(text=val.text).text, m.encode(image=train.image).image, val.labels, train.labels)
+    assert (i2t + t2i) / 2 == pytest.approx(max(maps), abs=1e-9)
+    info = m.info()
+    assert info["epochs"] == stage["epochs"] and info["best_epoch_per_stage"] == {"joint": stage["best_epoch"]}
+    assert info["best_val_map_per_stage"]["joint"] == pytest.approx(max(maps))
+    assert info["selection"] == "validation mAP, unimodal protocol, labels relevance"
+
+
+def test_paired_selection_protocol_and_eval_every():
+    m = create_method("ucmfh", {**TINY, "epochs": 5, "patience": 9, "eval_every": 2, "select_protocol": "paired"})
+    train, val = random_split(96), random_split(40, seed=1)
+    m.fit(train, val, 16, seed=0)
+    stage = m.history["stages"][0]
+    assert [e["epoch"] for e in stage["val_map"]] == [2, 4, 5]  # every 2 epochs, and the last one
+    q, d = m.encode(image=val.image, text=val.text), m.encode(image=train.image, text=train.text)
+    score = (tie_aware_map(q.image, d.text, val.labels, train.labels) + tie_aware_map(q.text, d.image, val.labels, train.labels)) / 2
+    assert score == pytest.approx(max(e["map"] for e in stage["val_map"]), abs=1e-9)
+    assert "paired protocol" in m.info()["selection"]
+    with pytest.raises(ConfigError, match="select_protocol"):
+        create_method("ucmfh", {"select_protocol": "both"})
+
+
+def test_unlabelled_validation_falls_back_to_instance_relevance_and_empty_validation_keeps_last_epoch():
+    train, val = random_split(64), random_split(20, seed=1)
+    unlabelled = type(val)(image=val.image, text=val.text, labels=np.zeros_like(val.labels))
+    m = create_method("ucmfh", {**TINY, "epochs": 2}).fit(train, unlabelled, 16, 0)
+    assert m.info()["selection"].endswith("instance relevance")
+    empty = type(val)(image=val.image[:0], text=val.text[:0], labels=val.labels[:0])
+    m = create_method("ucmfh", {**TINY, "epochs": 2}).fit(train, empty, 16, 0)
+    stage = m.history["stages"][0]
+    assert stage["epochs"] == stage["best_epoch"] == 2 and stage["val_map"] == []
+
+
+def test_one_progress_line_per_epoch(caplog):
+    with caplog.at_level(logging.INFO, logger="methods.fusion"):
+        create_method("ucmfh", {**TINY, "epochs": 3, "patience": 9}).fit(random_split(64), random_split(20, seed=1), 16, 0)
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage() and "loss" in r.getMessage()]
+    assert len(lines) == 3
+    for i, line in enumerate(lines, start=1):
+        assert line.startswith(f"UCMFH 16 bits joint epoch {i}/3: loss ") and "validation mAP 0." in line
+
+
+def test_single_token_fusion_equals_the_transformer_encoder_module():
+    cfg = UCMFHConfig(**{k: v for k, v in TINY.items() if k in ("slot_dim", "n_heads", "dim_feedforward")})
+    torch.manual_seed(0)
+    fusion = TransformerFusion(cfg).eval()
+    tokens = torch.randn(7, 32)
+    with torch.no_grad():
+        ref = fusion.encoder(tokens.unsqueeze(1)).squeeze(1)
+        out, aux = fusion(tokens)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert aux.item() == 0.0
+    # Training mode without dropout: the same function (gradients flow through the same parameters).
+    cfg0 = UCMFHConfig(**{k: v for k, v in TINY.items() if k in ("slot_dim", "n_heads", "dim_feedforward")}, dropout=0.0)
+    fusion0 = TransformerFusion(cfg0).train()
+    torch.testing.assert_close(fusion0(tokens)[0], fusion0.encoder(tokens.unsqueeze(1)).squeeze(1), rtol=1e-5, atol=1e-5)
+
+
+def test_search_space_covers_the_training_hyper_parameters():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        space = UCMFH.search_space(study.ask())
+        assert {"lr_fusion", "lr_head", "temperature", "hash_weight", "p_missing", "dropout", "head_dropout", "epochs"} <= set(space)
+        create_method("ucmfh", space)  # every sampled point is a valid config
 
 
 def test_lr_growth_flag_reproduces_per_iteration_multisteplr():
