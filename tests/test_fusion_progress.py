@@ -24,4 +24,4 @@ def test_ucmfh_logs_one_line_per_epoch(caplog: pytest.LogCaptureFixture) -> None
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("methods.")]
     epochs = [line for line in lines if " epoch " in line]
     assert [line.split(" epoch ")[1].split(":")[0] for line in epochs] == ["1/2", "2/2"]
-    assert all("loss " in line and "validation loss " in line for line in epochs)
+    assert all("loss " in line and "validation mAP " in line for line in epochs)
