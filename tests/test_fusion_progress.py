@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -22,6 +23,7 @@ def test_ucmfh_logs_one_line_per_epoch(caplog: pytest.LogCaptureFixture) -> None
     with caplog.at_level(logging.INFO, logger="methods"):
         method.fit(feature_split(dataset, features, "train"), feature_split(dataset, features, "validation"), 16, 0)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("methods.")]
-    epochs = [line for line in lines if " epoch " in line]
-    assert [line.split(" epoch ")[1].split(":")[0] for line in epochs] == ["1/2", "2/2"]
+    epochs = [m for line in lines if (m := re.search(r" epoch (\d+/\d+): (.*)", line))]
+    assert [m.group(1) for m in epochs] == ["1/2", "2/2"]
+    epochs = [m.group(2) for m in epochs]
     assert all("loss " in line and "validation mAP " in line for line in epochs)
