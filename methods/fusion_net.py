@@ -64,7 +64,9 @@ class FusionConfig(MethodConfig):
     min_delta : float
         Smallest validation-mAP increase that counts as an improvement (ours; mAP units).
     eval_every : int
-        Epochs between validation evaluations (the last epoch is always evaluated).
+        Epochs between validation evaluations (2; the last epoch is always evaluated). One evaluation encodes
+        the validation and training splits (about half the cost of a training epoch on MedPix), so evaluating
+        every other epoch adds about a quarter to the training time instead of a half.
     select_protocol : str
         Protocol under which the validation mAP is computed (evaluation spec): ``"unimodal"`` (default: each
         side encoded from its own modality, the missing one filled by its learned vector) or ``"paired"``.
@@ -99,7 +101,7 @@ class FusionConfig(MethodConfig):
     epochs: int = 50
     patience: int = 4
     min_delta: float = 0.0
-    eval_every: int = 1
+    eval_every: int = 2
     select_protocol: str = "unimodal"
     batch_size: int = 128
     lr_fusion: float = 1e-4

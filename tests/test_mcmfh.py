@@ -368,9 +368,10 @@ def test_each_stage_selected_on_validation_map():
     m.fit(train, val, 16, seed=0)
     s1, s2 = m.history["stages"]
     assert s1["selected_on"] == "fused-feature cosine mAP" and s2["selected_on"] == "code Hamming mAP"
+    assert [e["epoch"] for e in s1["val_map"]] == [2] and [e["epoch"] for e in s2["val_map"]] == [2, 3]
     for stage in (s1, s2):
         maps = [e["map"] for e in stage["val_map"]]
-        assert stage["best_epoch"] == 1 + int(np.argmax(maps))
+        assert stage["best_epoch"] == stage["val_map"][int(np.argmax(maps))]["epoch"]
     assert m.info()["best_epoch_per_stage"] == {"stage1": s1["best_epoch"], "stage2": s2["best_epoch"]}
 
 

@@ -172,7 +172,7 @@ def tie_aware_map(q: np.ndarray, d: np.ndarray, ql: np.ndarray, dl: np.ndarray) 
 
 
 def test_epoch_selected_by_validation_map_and_best_weights_restored():
-    m = create_method("ucmfh", {**TINY, "epochs": 8, "patience": 2})
+    m = create_method("ucmfh", {**TINY, "epochs": 8, "patience": 2, "eval_every": 1})
     train, val = random_split(96), random_split(40, seed=1)
     m.fit(train, val, 16, seed=0)
     stage = m.history["stages"][0]
@@ -223,7 +223,10 @@ def test_one_progress_line_per_epoch(caplog):
     lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage() and "loss" in r.getMessage()]
     assert len(lines) == 3
     for i, line in enumerate(lines, start=1):
-        assert line.startswith(f"UCMFH 16 bits joint epoch {i}/3: loss ") and "validation mAP 0." in line
+        assert line.startswith(f"UCMFH 16 bits joint epoch {i}/3: loss ")
+    # Default eval_every = 2: epoch 1 is not evaluated, epoch 2 is, and the last epoch always is.
+    assert lines[0].endswith("validation mAP –")
+    assert "validation mAP 0." in lines[1] and "validation mAP 0." in lines[2]
 
 
 def test_single_token_fusion_equals_the_transformer_encoder_module():
