@@ -93,7 +93,9 @@ def _stat_entries(paths: list[Path], what: str, dataset: str) -> list[list[objec
             st = os.stat(p)
         except OSError as err:
             raise DatasetError(f"{dataset}: {what} {p} cannot be read: {err.strerror or err}") from None
-        entries.append([str(p), st.st_size, st.st_mtime_ns])
+        # The resolved path: one file reached through another spelling of the data root (relative, with
+        # ``..``, through a symlink) is the same input and must hit the same cache entry.
+        entries.append([os.path.realpath(p), st.st_size, st.st_mtime_ns])
     return entries
 
 
@@ -104,7 +106,8 @@ def source_digest(dataset: PairedDataset) -> dict[str, str]:
     -------
     dict
         ``ids``, ``texts``: SHA-256 of the JSON list; ``images``, ``source_files``: SHA-256 of the JSON list
-        of ``[path, size_bytes, mtime_ns]`` per file (image files; ``dataset.info["source_files"]``).
+        of ``[resolved path, size_bytes, mtime_ns]`` per file (image files; ``dataset.info["source_files"]``),
+        so ``../data``, ``/abs/data`` and a symlink to it give the same digest.
 
     Raises
     ------

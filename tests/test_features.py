@@ -172,6 +172,23 @@ def test_key_follows_inputs(tmp_path):
     assert len({base, *changed.values()}) == 1 + len(changed), changed
 
 
+def test_key_ignores_how_the_data_root_is_spelled(tmp_path, monkeypatch):
+    paths = make_images(tmp_path / "data" / "img")
+    cache = tmp_path / "cache"
+    base = run(make_dataset(paths), cache)
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "cache")
+    spellings = {
+        "relative with ..": [Path("..") / "data" / "img" / p.name for p in paths],
+        "dot-dot inside": [tmp_path / "data" / "img" / ".." / "img" / p.name for p in paths],
+        "symlinked root": [tmp_path / "link" / "img" / p.name for p in paths],
+    }
+    for how, other in spellings.items():
+        FakeEncoder.encoded = []
+        hit = run(make_dataset(other), cache)
+        assert hit.path == base.path and hit.from_cache and FakeEncoder.encoded == [], how
+
+
 # ------------------------------------------------------------------------------------------------ resume
 def test_interrupted_extraction_resumes_missing_shards_only(tmp_path):
     paths = make_images(tmp_path / "img")
