@@ -48,6 +48,38 @@ def thread_env(threads: int) -> dict[str, str]:
     return {name: str(int(threads)) for name in THREAD_ENV_VARS}
 
 
+#: Environment variable giving ``run``'s default ``--workers`` (a count or ``auto``; unset: ``auto``).
+WORKERS_ENV = "MEDHASH_WORKERS"
+
+
+def resolve_workers(workers: int | str | None, *, threads: int | str | None = None, scheduler: str | None = None) -> int:
+    """Worker processes of ``run``'s local cluster: an explicit count, or ``"auto"`` = this machine's cores //
+    threads per worker (``threads`` ``None``/``"auto"`` count as 1), at least 1. ``None`` (the flag's default)
+    reads ``$MEDHASH_WORKERS`` and falls back to ``"auto"``. With ``scheduler`` the count is unused (returns 1).
+
+    Raises
+    ------
+    UsageError
+        For a count < 1 or a ``$MEDHASH_WORKERS`` that is neither a count nor ``auto``.
+    """
+    if workers is None:
+        env = os.environ.get(WORKERS_ENV, "").strip()
+        workers = env or "auto"
+        if env and env != "auto":
+            try:
+                workers = int(env)
+            except ValueError:
+                raise UsageError(f"${WORKERS_ENV} must be a number of worker processes or 'auto', got {env!r}") from None
+    if scheduler:
+        return 1
+    if workers == "auto":
+        per = int(threads) if isinstance(threads, int) or (isinstance(threads, str) and threads.isdigit()) else 1
+        return max(1, default_threads() // max(1, per))
+    if int(workers) < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    return int(workers)
+
+
 def resolve_threads(threads: int | str | None, *, workers: int = 1, scheduler: str | None = None) -> int:
     """Threads per cell process: an explicit count, ``None`` (default: 1), or ``"auto"`` (this machine's cores
     // ``workers``, at least 1).
@@ -253,5 +285,5 @@ def dask_client(*, workers: int = 1, scheduler: str | None = None, threads: int 
 
 
 __all__ = ["FORWARDED_LOGGERS", "THREAD_ENV_VARS", "WorkerSetup", "client_slots", "cuda_devices", "dask_client",
-           "is_worker_loss", "loss_text", "prepare_client", "resolve_threads", "thread_env", "worker_label",
+           "is_worker_loss", "loss_text", "prepare_client", "resolve_threads", "resolve_workers", "thread_env", "worker_label",
            "worker_label_of"]

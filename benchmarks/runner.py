@@ -251,7 +251,8 @@ def run(spec: RunSpec, *, echo: Echo = print, workers: int = 1, scheduler: str |
     spec : RunSpec
         The grid; ``spec.threads`` threads per cell process (part of every cell's identity).
     workers : int
-        ``> 1``: a local Dask cluster of that many worker processes (``1``: serial, in this process).
+        ``> 1``: a local Dask cluster of that many worker processes, at most one per cell left to run (``1``,
+        or a single cell left: serial, in this process).
     scheduler : str | None
         Address of a running Dask scheduler whose workers run the cells.
     client : distributed.Client | None
@@ -272,15 +273,6 @@ def run(spec: RunSpec, *, echo: Echo = print, workers: int = 1, scheduler: str |
         method_config(m, spec.params.get(m))
     run_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     with contextlib.ExitStack() as stack:
-        if client is None and (workers > 1 or scheduler):
-            from benchmarks.distributed import dask_client
-
-            client = stack.enter_context(dask_client(workers=workers, scheduler=scheduler, threads=spec.threads,
-                                                     device=spec.device, echo=echo))
-        elif client is not None:
-            from benchmarks.distributed import prepare_client
-
-            prepare_client(client, threads=spec.threads)
         prepared = {}
         for dataset_name in spec.datasets:
             dataset, features = prepare_features(
@@ -292,6 +284,17 @@ def run(spec: RunSpec, *, echo: Echo = print, workers: int = 1, scheduler: str |
                 echo(line)
             prepared[dataset_name] = (dataset, features)
         jobs = plan(spec, prepared)
+        # a local cluster never has more workers than cells left to run (one cell or none: serial, no cluster)
+        workers = min(int(workers), sum(1 for j in jobs if j.state is None or spec.force))
+        if client is None and (workers > 1 or scheduler):
+            from benchmarks.distributed import dask_client
+
+            client = stack.enter_context(dask_client(workers=workers, scheduler=scheduler, threads=spec.threads,
+                                                     device=spec.device, echo=echo))
+        elif client is not None:
+            from benchmarks.distributed import prepare_client
+
+            prepare_client(client, threads=spec.threads)
         pool: SerialPool | DaskPool = DaskPool(client, spec, prepared, run_id) if client is not None else \
             SerialPool(spec, prepared, run_id)
         execution = {"workers": workers, "scheduler": scheduler, "threads": spec.threads, "device": spec.device,

@@ -9,6 +9,10 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# `run` defaults to one worker process per core (`--workers auto`); tests run serially in this process unless a
+# test asks for workers (tests register plugins that other processes would not see). Subprocesses inherit it.
+os.environ.setdefault("MEDHASH_WORKERS", "1")
+
 
 def _data_root() -> Path | None:
     value = os.environ.get("MEDHASH_DATA_ROOT")

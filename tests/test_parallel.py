@@ -22,7 +22,7 @@ from benchmarks.cell import RunSpec, cell_config, prepare_features
 from benchmarks.claims import CellClaim, claim_path
 from benchmarks.cli import UsageError
 from benchmarks.cli import main as cli_main
-from benchmarks.distributed import resolve_threads, thread_env
+from benchmarks.distributed import WORKERS_ENV, resolve_threads, resolve_workers, thread_env
 from benchmarks.progress import CostModel, GridProgress
 from benchmarks.report.console import summary_tables
 from benchmarks.results import config_hash, iter_rows
@@ -88,11 +88,37 @@ def test_thread_settings_default_to_one_per_process_and_are_checked(capsys):
     assert thread_env(2)["OMP_NUM_THREADS"] == "2" and thread_env(2)["MKL_NUM_THREADS"] == "2"
     with pytest.raises(UsageError, match="with --scheduler give --threads T"):
         resolve_threads("auto", scheduler="tcp://127.0.0.1:8786")
-    for bad, message in ((["--workers", "0"], "expected a number of worker processes >= 1, got 0"),
+    for bad, message in ((["--workers", "0"], "expected a number of worker processes >= 1 or 'auto', got 0"),
                          (["--threads", "two"], "expected a thread count >= 1 or 'auto', got 'two'")):
         with pytest.raises(SystemExit) as exit_:
             cli_main(["run", "--methods", "random", *bad])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_workers_default_to_one_per_core_from_the_environment_or_the_flag(monkeypatch):
+    monkeypatch.setattr("benchmarks.distributed.default_threads", lambda: 6)
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert resolve_workers(None) == 6  # fresh install: one single-threaded worker per core
+    assert resolve_workers(None, threads=2) == 3 and resolve_workers("auto", threads="2") == 3
+    assert resolve_workers(None, threads="auto") == 6
+    assert resolve_workers(4) == 4 and resolve_workers(None, scheduler="tcp://h:8786") == 1
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert resolve_workers(None) == 2 and resolve_workers(5) == 5  # the flag wins over the environment
+    monkeypatch.setenv(WORKERS_ENV, "auto")
+    assert resolve_workers(None) == 6
+    monkeypatch.setenv(WORKERS_ENV, "many")
+    with pytest.raises(UsageError, match=r"\$MEDHASH_WORKERS must be a number of worker processes or 'auto', got 'many'"):
+        resolve_workers(None)
+
+
+def test_no_cluster_for_a_single_cell_left_to_run(tmp_path):
+    spec = RunSpec(methods=["random"], datasets=["synthetic"], bits=[8], seeds=[0], dataset_options=SMALL,
+                   out=tmp_path, progress=False)
+    (outcome,) = run(spec, workers=4, echo=lambda line: None)
+    assert outcome.status == "done"
+    (manifest,) = (tmp_path / "runs").glob("*.json")
+    execution = json.loads(manifest.read_text())["execution"]
+    assert (execution["pool"], execution["workers"], execution["slots"]) == ("SerialPool", 1, 1)
 
 
 def test_worker_setup_pins_threads_one_gpu_per_worker_and_labels_log_records(monkeypatch):

@@ -123,20 +123,24 @@ def _threads_value(text: str) -> int | str:
     return value
 
 
-def _workers_value(text: str) -> int:
+def _workers_value(text: str) -> int | str:
+    if text == "auto":
+        return text
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of worker processes >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes >= 1 or 'auto', got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of worker processes >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes >= 1 or 'auto', got {value}")
     return value
 
 
 def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
     """``--workers N``, ``--scheduler ADDRESS`` and ``--threads T|auto`` (shared by ``run`` and ``tune``)."""
-    p.add_argument("--workers", type=_workers_value, default=1,
-                   help="worker processes of a local Dask cluster (default 1: serial, in this process)")
+    p.add_argument("--workers", type=_workers_value, default=None, metavar="N|auto",
+                   help="worker processes of a local Dask cluster; 1 = serial, in this process (default: "
+                        "$MEDHASH_WORKERS, else auto = this machine's cores // --threads, never more than the "
+                        "cells left to run)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on the workers of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (see README)")
     p.add_argument("--threads", type=_threads_value, default=None, metavar="T",
@@ -170,12 +174,13 @@ def main(args: argparse.Namespace) -> int:
     data_root = resolve_data_root(args.data_root)
 
     from benchmarks.cell import RunSpec
-    from benchmarks.distributed import resolve_threads
+    from benchmarks.distributed import resolve_threads, resolve_workers
     from benchmarks.report.console import summary_tables
     from benchmarks.results import iter_rows
     from benchmarks.runner import run
 
-    threads = resolve_threads(args.threads, workers=args.workers, scheduler=args.scheduler)
+    workers = resolve_workers(args.workers, threads=args.threads, scheduler=args.scheduler)
+    threads = resolve_threads(args.threads, workers=workers, scheduler=args.scheduler)
     params = parse_param_values(args.param)
     if args.tune and args.params == "best":
         raise UsageError("--tune already uses each study's best trial; drop --params best")
@@ -198,7 +203,7 @@ def main(args: argparse.Namespace) -> int:
             storage = args.storage or str(out / "optuna" / "journal.log")  # studies beside the run they feed
             spec.tuned = tune_then_params(
                 methods, datasets, spec.bits, args.tune, storage=storage, seeds=args.tune_seeds, tune_bits=args.tune_bits,
-                workers=args.workers,
+                workers=workers,
                 data_root=str(data_root) if data_root else None, encoder=spec.encoder,
                 encoder_options=spec.encoder_options, device=spec.device, dataset_options=spec.dataset_options,
                 cache_dir=args.cache_dir, label_scheme=spec.label_scheme, dataset_seed=spec.dataset_seed,
@@ -206,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
             )
         else:
             spec.tuned = best_of_studies(methods, datasets, spec.bits, studies=args.study, storage=args.storage)
-    outcomes = run(spec, workers=args.workers, scheduler=args.scheduler)
+    outcomes = run(spec, workers=workers, scheduler=args.scheduler)
     count = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "elsewhere", "lost")}
     extra = "".join(f", {count[s]} {what}" for s, what in (("elsewhere", "finished by another process"),
                                                             ("lost", "lost with their worker")) if count[s])
