@@ -7,7 +7,10 @@ trial's parameters and the ``tuning`` record written into every row of the cell:
 
     {"study": str, "trial": int, "budget": int, "n_complete": int | None, "n_pruned": int | None,
      "n_finished": int, "best_value": float, "params": {...}, "protocol": str, "seeds": [...],
-     "shared_across_bits": bool}
+     "shared_across_bits": bool, "defaults_value": float | None}
+
+``defaults_value`` is the validation mAP of the study's trial of the method's untuned defaults (every study runs
+them as one of its budget's trials), so the gain from tuning is visible beside ``best_value``.
 
 A study's parameters only ever reach the method the study tuned (:func:`benchmarks.tuning.resolve_best_params`
 refuses a mismatch, naming both). Methods without a search space (``random``) run with their defaults and get
@@ -25,10 +28,10 @@ from benchmarks.cell import tuned_key
 
 def _record(*, study: str, trial: int | None, budget: int | None, best_value: float | None, params: dict[str, Any],
             n_complete: int | None, n_pruned: int | None, n_finished: int, protocol: str, seeds: Sequence[int],
-            shared_across_bits: bool) -> dict[str, Any]:
+            shared_across_bits: bool, defaults_value: float | None) -> dict[str, Any]:
     return {"study": study, "trial": trial, "budget": budget, "n_complete": n_complete, "n_pruned": n_pruned,
             "n_finished": n_finished, "best_value": best_value, "params": dict(params), "protocol": protocol,
-            "seeds": list(seeds), "shared_across_bits": shared_across_bits}
+            "seeds": list(seeds), "shared_across_bits": shared_across_bits, "defaults_value": defaults_value}
 
 
 #: :class:`benchmarks.tuning.TuneSpec` fields that :func:`benchmarks.cell.prepare_features` takes too.
@@ -90,7 +93,7 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
         record = _record(study=s.study_name, trial=s.best_trial, budget=s.budget, best_value=s.best_value,
                          params=s.best_params, n_complete=s.n_complete, n_pruned=s.n_pruned,
                          n_finished=s.n_complete + s.n_pruned, protocol=protocol, seeds=seeds,
-                         shared_across_bits=is_float or bool(tune_bits))
+                         shared_across_bits=is_float or bool(tune_bits), defaults_value=s.defaults_value)
         for b in [None] if is_float else (bits if tune_bits else [s.bits]):
             tuned[tuned_key(s.method, s.dataset, b)] = {"params": dict(s.best_params), "tuning": record}
     for variant, base in inherit.items():
@@ -126,7 +129,7 @@ def best_of_studies(methods: Sequence[str], datasets: Sequence[str], bits: Seque
         record = _record(study=best.study_name, trial=best.trial_number, budget=best.budget, best_value=best.value,
                          params=best.params, n_complete=None, n_pruned=None, n_finished=best.n_finished,
                          protocol=str(getattr(best, "protocol", "unimodal")), seeds=getattr(best, "seeds", []) or [],
-                         shared_across_bits=shared)
+                         shared_across_bits=shared, defaults_value=best.defaults_value)
         tuned[tuned_key(best.method, dataset, key_bits)] = {"params": dict(best.params), "tuning": record}
 
     if studies:

@@ -178,7 +178,10 @@ def _independent_read(db: Path) -> list[dict]:
         best = max(complete, key=lambda t: (t[3], -t[1]))
         (config,) = con.execute("SELECT value_json FROM trial_user_attributes WHERE trial_id = ? AND key = 'config'",
                                 (best[0],)).fetchone()
+        defaults = [t for t in complete if con.execute(
+            "SELECT value_json FROM trial_user_attributes WHERE trial_id = ? AND key = 'defaults'", (t[0],)).fetchone()]
         rows.append({"method": attrs["method"], "dataset": attrs["dataset"], "bits": attrs["bits"], "study": name,
+                     "defaults_value": defaults[0][3] if defaults else None,
                      "budget": attrs["budget"], "n_complete": len(complete),
                      "n_pruned": sum(t[2] == "PRUNED" for t in trials), "n_failed": sum(t[2] == "FAIL" for t in trials),
                      "best_value": best[3], "best_trial": best[1], "params": json.loads(config),
@@ -197,6 +200,7 @@ def test_tuning_table_equals_an_independent_read_of_the_storage(toy_env: Path, t
     got = table.to_dict("records")
     assert [r["study"] for r in got] == [r["study"] for r in expected] == ["ddbh-synthetic-16", "dscph-synthetic-16"]
     for g, e in zip(got, expected):
-        assert g == {**e, "best_value": pytest.approx(e["best_value"])}
+        assert g == {**e, "best_value": pytest.approx(e["best_value"]), "defaults_value": pytest.approx(e["defaults_value"])}
+        assert e["defaults_value"] is not None and g["best_value"] >= e["defaults_value"]  # defaults are a trial
         assert g["n_complete"] + g["n_pruned"] == 4 and math.isfinite(g["best_value"])
     assert tuning_table(storage, ["dscph-synthetic-16"])["study"].tolist() == ["dscph-synthetic-16"]

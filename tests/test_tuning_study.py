@@ -151,3 +151,29 @@ def test_tune_command_prints_trial_lines(monkeypatch: pytest.MonkeyPatch, capsys
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "trial 0 COMPLETE: value 0.5000; best 0.5000 (trial 0); 1/1 finished; lr=0.001"
     assert re.match(r"best validation mAP 0\.5000 \(trial 0\)", out[2])
+
+
+def test_the_defaults_are_one_trial_of_every_budget(tmp_path: Path) -> None:
+    """The method's defaults run as one of the budget's trials (once), so a study's best validation mAP is never
+    below the untuned defaults'; values are the config's defaults even outside the searched range."""
+    from benchmarks.tuning import default_params
+    from methods import create_method
+
+    config = create_method("dscph", {}).config
+    params = default_params("dscph")
+    assert params is not None and params["epochs"] == config.epochs == 30  # searched over 20..120 step 20
+    assert params == {name: getattr(config, name) for name in params} and "neg_pair_similarity" in params
+    assert default_params("random") is None and default_params("not-a-method") is None
+
+    small = {"n_train": 120, "n_validation": 40, "n_query": 40}
+    spec = TuneSpec(method="cca-itq", dataset="synthetic", bits=8, n_trials=2, storage=str(tmp_path / "j.log"),
+                    seeds=(0,), dataset_options=small)
+    run_study(spec)
+    spec.n_trials = 3
+    run_study(spec)
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage))
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [State.COMPLETE] * 3
+    marked = [t for t in trials if t.user_attrs.get("defaults")]
+    assert [t.number for t in marked] == [0] and marked[0].params == default_params("cca-itq")
+    assert study.best_value >= marked[0].value

@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks.cli import UsageError
 from benchmarks.tuning.storage import describe_storage, load_study, open_storage
-from benchmarks.tuning.study import grid_study_name, search_space_is_empty
+from benchmarks.tuning.study import defaults_value, grid_study_name, search_space_is_empty
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class BestTrial:
         Encoding protocol of the validation score the study maximised.
     seeds : tuple[int, ...]
         Tuning seeds of the study (empty when not recorded).
+    defaults_value : float | None
+        Validation mAP of the study's trial of the untuned defaults (``None``: no such complete trial).
     """
 
     method: str
@@ -55,6 +57,7 @@ class BestTrial:
     n_finished: int = 0
     protocol: str | None = None
     seeds: tuple[int, ...] = ()
+    defaults_value: float | None = None
 
 
 def _states(study: Any) -> dict[str, list[Any]]:
@@ -93,6 +96,7 @@ def best_trial(study_name: str, storage: str | None = None) -> BestTrial:
         budget=study.user_attrs.get("budget"),
         n_finished=len(states.get("COMPLETE", [])) + len(states.get("PRUNED", [])),
         protocol=study.user_attrs.get("protocol"), seeds=tuple(study.user_attrs.get("seeds") or ()),
+        defaults_value=defaults_value(study),
     )
 
 
@@ -183,7 +187,7 @@ def resolve_best_params(
 
 #: Columns of :func:`tuning_table`.
 TUNING_COLUMNS = ("method", "dataset", "bits", "study", "budget", "n_complete", "n_pruned", "n_failed",
-                  "best_value", "best_trial", "params", "seeds", "protocol")
+                  "best_value", "best_trial", "defaults_value", "params", "seeds", "protocol")
 
 
 def tuning_table(storage: str | None = None, studies: Sequence[str] | None = None) -> Any:
@@ -201,7 +205,8 @@ def tuning_table(storage: str | None = None, studies: Sequence[str] | None = Non
     pandas.DataFrame
         Columns :data:`TUNING_COLUMNS`: ``budget`` (finished trials asked for, ``None`` if not recorded),
         trial counts per state, ``best_value`` (validation mAP of the best complete trial, ``NaN`` if none),
-        ``best_trial`` (its number, ``None`` if none), ``params`` (its config overrides, a dict), the tuning
+        ``best_trial`` (its number, ``None`` if none), ``defaults_value`` (validation mAP of the trial of the
+        method's defaults, ``None`` if none), ``params`` (its config overrides, a dict), the tuning
         ``seeds`` and ``protocol``. Sorted by dataset, method, bits.
 
     Raises
@@ -229,6 +234,7 @@ def tuning_table(storage: str | None = None, studies: Sequence[str] | None = Non
             "n_failed": len(states.get("FAIL", [])),
             "best_value": float(best.value) if best is not None else float("nan"),
             "best_trial": best.number if best is not None else None,
+            "defaults_value": defaults_value(study),
             "params": dict(best.user_attrs.get("config", best.params)) if best is not None else {},
             "seeds": attrs.get("seeds"), "protocol": attrs.get("protocol"),
         })

@@ -218,6 +218,70 @@ def search_space_is_empty(method: str) -> bool:
     return not overrides and not trial.params
 
 
+def default_params(method: str) -> dict[str, Any] | None:
+    """The method's default configuration as values of its Optuna search space, or ``None`` when a searched
+    parameter is not a config field (its default cannot be named), the space is empty, or ``method`` is not
+    registered.
+
+    Probed on a throw-away in-memory trial: the parameter names ``search_space`` suggests, each mapped to the
+    default config's value of the field of that name (``methods.create_method(method).config``).
+    """
+    import optuna
+
+    from methods import METHODS, create_method
+
+    if method not in METHODS.names():  # a custom objective may tune something that is not a registered method
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(storage=optuna.storages.InMemoryStorage()).ask()
+    METHODS.get(method).cls.search_space(trial)
+    config = create_method(method, {}).config
+    if not trial.params or any(not hasattr(config, name) for name in trial.params):
+        return None
+    return {name: getattr(config, name) for name in trial.params}
+
+
+def enqueue_defaults(study: Any, method: str, budget: int) -> bool:
+    """Queue the method's defaults (:func:`default_params`) as the study's next trial, once per study.
+
+    So a study's best trial is never worse on the validation split than the untuned defaults, whatever the
+    budget: the defaults count as one of the ``budget`` trials. Skipped when the study already holds a trial
+    with those parameters (any state; Optuna's ``skip_if_exists``), when ``budget`` finished trials exist, or
+    when the defaults cannot be named. The trial carries the user attribute ``defaults = True``.
+
+    Returns
+    -------
+    bool
+        Whether a trial was queued (or already waiting).
+    """
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    trials = study.get_trials(deepcopy=False)
+    if any(t.user_attrs.get("defaults") for t in trials):
+        return any(t.user_attrs.get("defaults") and t.state == optuna.trial.TrialState.WAITING for t in trials)
+    if sum(t.state in finished for t in trials) >= int(budget):
+        return False
+    params = default_params(method)
+    if params is None:
+        return False
+    with warnings.catch_warnings():  # a default outside the searched range is still the default
+        warnings.simplefilter("ignore")
+        study.enqueue_trial(params, user_attrs={"defaults": True}, skip_if_exists=True)
+    return True
+
+
+def defaults_value(study: Any) -> float | None:
+    """Validation mAP of the study's trial of the method's untuned defaults (user attribute ``defaults``,
+    queued by :func:`benchmarks.tuning.study.enqueue_defaults`), or ``None`` when it has none complete."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.user_attrs.get("defaults"):
+            return float(t.value)
+    return None
+
+
 def make_pruner(n_startup_trials: int = 5) -> Any:
     """Optuna's median pruner with ``n_min_trials = 2`` (:data:`PRUNER_MIN_TRIALS`) and no warm-up steps.
 
@@ -310,7 +374,9 @@ def score_subruns(trial: Any, subruns: Sequence[Callable[[], float]]) -> float:
 
 
 def create_or_load_study(spec: TuneSpec) -> Any:
-    """Create the study (maximise) or load it, refusing one made for other objective settings.
+    """Create the study (maximise) or load it, refusing one made for other objective settings; while it holds
+    fewer than ``spec.n_trials`` finished trials, the method's defaults are queued as a trial once
+    (:func:`enqueue_defaults`).
 
     Raises
     ------
@@ -341,6 +407,7 @@ def create_or_load_study(spec: TuneSpec) -> Any:
     if made_before and missing:
         warnings.warn(f"study {spec.name!r} did not record {', '.join(missing)} (made by an older harness); "
                       "recorded this call's values", UserWarning, stacklevel=2)
+    enqueue_defaults(study, spec.method, spec.n_trials)
     return study
 
 
@@ -351,7 +418,10 @@ __all__ = [
     "TuneSpec",
     "check_study_settings",
     "create_or_load_study",
+    "default_params",
     "default_study_name",
+    "defaults_value",
+    "enqueue_defaults",
     "grid_study_name",
     "make_pruner",
     "make_sampler",

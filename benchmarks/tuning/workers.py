@@ -26,6 +26,7 @@ from benchmarks.tuning.study import (
     TuneSpec,
     check_study_settings,
     create_or_load_study,
+    defaults_value,
     make_pruner,
     make_sampler,
 )
@@ -232,6 +233,8 @@ class TuneSummary:
         Finished trials asked for (``n_trials``).
     best_trial : int | None
         Number of the best trial.
+    defaults_value : float | None
+        Validation mAP of the trial of the method's untuned defaults (``None``: none complete).
     skipped : str | None
         Why no study was tuned (e.g. the method has no search space); ``None`` when it was.
     """
@@ -251,6 +254,7 @@ class TuneSummary:
     budget: int = 0
     best_trial: int | None = None
     skipped: str | None = field(default=None)
+    defaults_value: float | None = None
 
 
 def _spawn(spec: TuneSpec, shares: list[int], progress: bool) -> None:
@@ -326,6 +330,7 @@ def run_study(spec: TuneSpec, *, workers: int = 1, echo: Echo | None = None) -> 
         bits=int(spec.bits),
         budget=int(spec.n_trials),
         best_trial=best.number if best is not None else None,
+        defaults_value=defaults_value(study),
     )
 
 
