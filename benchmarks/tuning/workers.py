@@ -183,6 +183,8 @@ def _work(spec: TuneSpec, n_trials: int, worker_index: int, echo: Echo | None = 
     callbacks = [TrialPrinter(int(spec.n_trials), echo, prefix)] if echo is not None else []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # the queued trial of the method's defaults may hold a default outside the searched range, on purpose
+        warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range for distribution")
         study.optimize(wrapped, n_trials=int(n_trials), catch=(), callbacks=callbacks)
 
 
