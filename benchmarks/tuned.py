@@ -46,8 +46,8 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
     """Tune every binary (method, dataset, bits) and float (method, dataset) study with ``n_trials`` finished
     trials (resumable: finished trials are kept), and return :attr:`RunSpec.tuned`.
 
-    Float methods (``real-valued``) ignore ``bits``: they are tuned once per dataset, at the first code length,
-    and their record says ``shared_across_bits``. With ``tune_bits``, binary methods too are tuned at that one
+    Float methods (``real-valued``) ignore ``bits``: they are tuned once per dataset, at ``tune_bits`` when given,
+    else at the shortest code length, and their record says ``shared_across_bits``. With ``tune_bits``, binary methods too are tuned at that one
     code length and its best parameters serve every code length (``shared_across_bits``: the tuning table says
     so). Ablation variants whose base method is selected are not tuned: they take the base method's tuned
     parameters with their own override on top (the ablation question is "the tuned full model without this
@@ -83,7 +83,9 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
         summaries += tune_grid(binary, datasets, [tune_bits] if tune_bits else bits, n_trials, storage=storage,
                                seeds=tuple(seeds), protocol=protocol, workers=workers, echo=echo, **spec_fields)
     if floats:
-        summaries += tune_grid(floats, datasets, [min(bits)], n_trials, storage=storage, seeds=tuple(seeds),
+        # one study per dataset: at --tune-bits when given (so runs over other code lengths find it), else the
+        # run's shortest code length
+        summaries += tune_grid(floats, datasets, [tune_bits or min(bits)], n_trials, storage=storage, seeds=tuple(seeds),
                                protocol=protocol, workers=workers, echo=echo, **spec_fields)
     tuned: dict[str, dict[str, Any]] = {}
     for s in summaries:

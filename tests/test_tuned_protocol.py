@@ -117,6 +117,13 @@ def test_ablations_inherit_the_base_study_without_overriding_their_own_setting(m
     assert ablation["params"] == {"lr_heads": 1e-3}  # gate_weight = 0 is what the ablation is about
     assert ablation["tuning"]["inherited_from"] == "mcmfh" and ablation["tuning"]["study"] == "mcmfh-synthetic-16"
 
+    # a float method's one study is at --tune-bits too, so a run over other code lengths reuses it
+    calls.clear()
+    tuned = tune_then_params(["real-valued"], ["synthetic"], [32, 64], 4, storage=None, seeds=[0], tune_bits=16,
+                             echo=lambda _: None)
+    assert calls == [(["real-valued"], [16])]
+    assert tuned["real-valued|synthetic|None"]["tuning"]["study"] == "real-valued-synthetic-16"
+
 
 def test_the_manifest_exists_before_any_cell_runs_and_replays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
