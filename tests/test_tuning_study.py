@@ -177,3 +177,13 @@ def test_the_defaults_are_one_trial_of_every_budget(tmp_path: Path) -> None:
     marked = [t for t in trials if t.user_attrs.get("defaults")]
     assert [t.number for t in marked] == [0] and marked[0].params == default_params("cca-itq")
     assert study.best_value >= marked[0].value
+
+    # a sampled trial that drew the defaults counts as their trial (none is queued then)
+    from benchmarks.tuning import defaults_value
+
+    drawn = optuna.create_study(direction="maximize")
+    drawn.set_user_attr("method", "real-valued")
+    for space in ("cca", "auto"):  # as if sampled: no ``defaults`` attribute
+        drawn.enqueue_trial({"space": space})
+    drawn.optimize(lambda t: {"cca": 0.3, "auto": 0.6}[t.suggest_categorical("space", ["cca", "auto"])], n_trials=2)
+    assert default_params("real-valued") == {"space": "auto"} and defaults_value(drawn) == 0.6

@@ -272,12 +272,20 @@ def enqueue_defaults(study: Any, method: str, budget: int) -> bool:
 
 
 def defaults_value(study: Any) -> float | None:
-    """Validation mAP of the study's trial of the method's untuned defaults (user attribute ``defaults``,
-    queued by :func:`benchmarks.tuning.study.enqueue_defaults`), or ``None`` when it has none complete."""
+    """Validation mAP of the study's trial of the method's untuned defaults: the trial queued by
+    :func:`enqueue_defaults` (user attribute ``defaults``), else the first complete trial whose parameters equal
+    the defaults of the study's method (a sampled trial may have drawn them, and then none is queued);
+    ``None`` when there is no such complete trial."""
     import optuna
 
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    for t in complete:
         if t.user_attrs.get("defaults"):
+            return float(t.value)
+    method = study.user_attrs.get("method")
+    params = default_params(str(method)) if method else None
+    for t in complete if params else ():
+        if t.params == params:
             return float(t.value)
     return None
 
