@@ -204,18 +204,23 @@ def check_study_settings(study: Any, wanted: Mapping[str, Any], *, where: str, r
     return missing
 
 
-def search_space_is_empty(method: str) -> bool:
-    """Whether ``method``'s :meth:`~methods.base.HashingMethod.search_space` suggests nothing (probed on a
-    throw-away in-memory Optuna trial)."""
+def _probe_search_space(method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(overrides, optuna_params)`` that ``method``'s ``search_space`` gives on a throw-away in-memory trial."""
     import optuna
 
     from methods import METHODS
 
-    cls = METHODS.get(method).cls
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial = optuna.create_study(storage=optuna.storages.InMemoryStorage()).ask()
-    overrides = cls.search_space(trial)
-    return not overrides and not trial.params
+    overrides = METHODS.get(method).cls.search_space(trial)
+    return dict(overrides or {}), dict(trial.params)
+
+
+def search_space_is_empty(method: str) -> bool:
+    """Whether ``method``'s :meth:`~methods.base.HashingMethod.search_space` suggests nothing (probed on a
+    throw-away in-memory Optuna trial)."""
+    overrides, params = _probe_search_space(method)
+    return not overrides and not params
 
 
 def default_params(method: str) -> dict[str, Any] | None:
@@ -226,19 +231,15 @@ def default_params(method: str) -> dict[str, Any] | None:
     Probed on a throw-away in-memory trial: the parameter names ``search_space`` suggests, each mapped to the
     default config's value of the field of that name (``methods.create_method(method).config``).
     """
-    import optuna
-
     from methods import METHODS, create_method
 
     if method not in METHODS.names():  # a custom objective may tune something that is not a registered method
         return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    trial = optuna.create_study(storage=optuna.storages.InMemoryStorage()).ask()
-    METHODS.get(method).cls.search_space(trial)
+    _, params = _probe_search_space(method)
     config = create_method(method, {}).config
-    if not trial.params or any(not hasattr(config, name) for name in trial.params):
+    if not params or any(not hasattr(config, name) for name in params):
         return None
-    return {name: getattr(config, name) for name in trial.params}
+    return {name: getattr(config, name) for name in params}
 
 
 def enqueue_defaults(study: Any, method: str, budget: int) -> bool:
