@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from methods import register_method
 from methods.base import check_range
-from methods.supervised import SupervisedConfig, SupervisedHashingMethod, label_similarity, suggest_common
+from methods.supervised import SupervisedConfig, SupervisedHashingMethod, suggest_common
+from methods.supervised_blocks import label_similarity
 
 
 def _hard_tail_mean(values: Tensor, member: Tensor, percent: float, largest: bool) -> Tensor:

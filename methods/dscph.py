@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from methods import register_method, register_variant
 from methods.base import ConfigError, check_range
-from methods.supervised import SupervisedConfig, SupervisedHashingMethod, label_similarity, suggest_common
+from methods.supervised import SupervisedConfig, SupervisedHashingMethod, suggest_common
+from methods.supervised_blocks import label_similarity
 
 
 # ---- (a) class-proxy loss ----------------------------------------------------------------------------------

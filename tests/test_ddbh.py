@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from methods.ddbh import DDBHLoss, boundary_preserving_loss, neighbour_quantization_loss
-from methods.supervised import label_similarity
+from methods.supervised_blocks import label_similarity
 
 
 # ---- reference: the methods spec's formulas, one row at a time (as the authors' BPloss.py loops) -----------

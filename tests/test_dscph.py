@@ -27,7 +27,8 @@ from methods.dscph import (
     bit_variance_loss,
     class_proxy_loss,
 )
-from methods.supervised import REIMPLEMENTATION_NOTE, label_similarity, validation_map, warmup_cosine
+from methods.supervised import REIMPLEMENTATION_NOTE
+from methods.supervised_blocks import label_similarity, validation_map, warmup_cosine
 
 SUPERVISED = ("dscph", "ddbh")
 
