@@ -177,6 +177,14 @@ def test_tuning_table_and_budget_note() -> None:
     assert budget_note(mixed) == ("Optuna trials per (method, bits) on the validation split: ddbh: 20; mcmfh: 5. "
                                   "Untuned (hand-set defaults): cca-itq. Budgets differ: differences between methods "
                                   "may reflect tuning effort.")
+    shared = {**rec("ddbh", 16, budget=5), "shared_across_bits": True}
+    every_shared = pd.DataFrame({"variant": ["ddbh", "mcmfh", "random"],
+                                 "tuning": [shared, {**shared, "study": "mcmfh-medpix-16"}, None]})
+    assert budget_note(every_shared) == ("Each method tuned with 5 Optuna trials per method (one study per method, "
+                                         "shared across code lengths) on the validation split.")
+    some_shared = pd.DataFrame({"variant": ["ddbh", "mcmfh"], "tuning": [shared, rec("mcmfh", 16, budget=5)]})
+    assert budget_note(some_shared) == ("Each method tuned with 5 Optuna trials per (method, bits) on the validation "
+                                        "split. One study shared across code lengths: ddbh.")
 
 
 # ---- 16.5: show writes nothing -------------------------------------------------------------------------------

@@ -115,7 +115,8 @@ def budget_note(sel: pd.DataFrame) -> str:
     """The tuning budget behind a table's rows, one sentence (issue 14 item 4).
 
     ``"Each method tuned with 20 Optuna trials per (method, bits) on the validation split."`` when every
-    variant but ``random`` (nothing to tune) carries the same budget; ``"Untuned: hand-set defaults (no Optuna study)."`` when none
+    variant but ``random`` (nothing to tune) carries the same budget ("per method (one study per method, shared
+    across code lengths)" when every tuned variant's study is shared across code lengths); ``"Untuned: hand-set defaults (no Optuna study)."`` when none
     does; otherwise the budget per tuned variant and the untuned ones (and, when budgets differ, that the
     comparison is not at an equal budget). Studies shared across code lengths are named.
     """
@@ -135,12 +136,13 @@ def budget_note(sel: pd.DataFrame) -> str:
     if not budgets:
         return "Untuned: hand-set defaults (no Optuna study)."
     values = {b for bs in budgets.values() for b in bs}
-    share = (f" One study shared across code lengths: {', '.join(sorted(shared))}." if shared else "")
+    all_shared = shared == set(budgets)
+    unit = "per method (one study per method, shared across code lengths)" if all_shared else "per (method, bits)"
+    share = (f" One study shared across code lengths: {', '.join(sorted(shared))}." if shared and not all_shared else "")
     if not untuned and len(values) == 1:
-        return (f"Each method tuned with {next(iter(values))} Optuna trials per (method, bits) on the validation "
-                f"split.{share}")
+        return f"Each method tuned with {next(iter(values))} Optuna trials {unit} on the validation split.{share}"
     parts = "; ".join(f"{v}: {'/'.join(str(b) for b in sorted(bs, key=str))}" for v, bs in sorted(budgets.items()))
-    text = f"Optuna trials per (method, bits) on the validation split: {parts}."
+    text = f"Optuna trials {unit} on the validation split: {parts}."
     if untuned:
         text += f" Untuned (hand-set defaults): {', '.join(sorted(untuned))}."
     if len(values) > 1 or untuned:
