@@ -153,3 +153,16 @@ def test_latency_figure_marks_approximate_engines(tmp_path: Path, captured: dict
     lines = lines_by_label(captured["latency_vs_db_size_col"])
     assert set(lines) == {"BFlat, 16 bits", "BHash4, 16 bits (approx., recall@k ≥ 0.0031)"}
     assert lines["BHash4, 16 bits (approx., recall@k ≥ 0.0031)"].get_markerfacecolor() == "none"
+
+
+def test_saving_the_same_figure_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    from benchmarks.report.style import plt, save_figure
+
+    written = []
+    for name in ("a", "b"):
+        fig, ax = plt().subplots(figsize=(3, 2))
+        ax.plot([16, 32, 64], [0.3, 0.35, 0.4], marker="o")
+        written.append(save_figure(fig, tmp_path / name))
+    for first, second in zip(*written, strict=True):
+        assert first.read_bytes() == second.read_bytes(), first.name
+    assert b"CreationDate" not in written[0][1].read_bytes()

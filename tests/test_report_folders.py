@@ -7,6 +7,7 @@ configurations are refused with the keys that differ, or reported as separate ro
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from report_helpers import accuracy_rows, efficiency_rows, write_run
 from benchmarks.cli import main as cli_main
 from benchmarks.report.build import build_tables
 from benchmarks.report.rows import ReportError
-from benchmarks.report.source import load_source
+from benchmarks.report.source import load_source, read_export, write_export
 from benchmarks.report.tables import budget_note, main_table, tuning_table
 
 
@@ -47,6 +48,47 @@ def test_report_regenerates_from_its_own_rows_export(tmp_path: Path) -> None:
     # regenerating in place works too (rows are read before the folder is replaced)
     assert cli_main(["report", str(out), "--out", str(out), "--no-figures"]) == 0
     assert (out / "tables.md").read_text() == (again / "tables.md").read_text()
+
+
+def test_export_stores_each_shared_value_once_and_reads_back_exactly(tmp_path: Path) -> None:
+    audit = {"n_train": 1653, "classes": ["ct", "mr"]}
+    rows = [{"metric": m, "value": v, "dataset_audit": audit, "bit_balance_query": [0.5, 0.25],
+             "method_config": {"lr": lr}, "k": None} for m, v, lr in
+            (("map", 0.5, 1e-3), ("p@10", 0.25, 1e-3), ("map", float("nan"), 3e-4))]
+    path = tmp_path / "rows.jsonl.gz"
+    write_export(path, rows)
+    lines = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+    assert lines[0] == {"medhash_rows_export": 2}
+    defines = [line for line in lines if "$define" in line]
+    # the balance list, the audit, the two distinct method configs and the NaN record of the third row, each
+    # once, numbered in order of first use (rows in order, fields in key order)
+    assert [(d["$define"], d["value"]) for d in defines] == [(0, [0.5, 0.25]), (1, audit), (2, {"lr": 1e-3}),
+                                                             (3, {"lr": 3e-4}), (4, {"value": "NaN"})]
+    packed = [line for line in lines[1:] if "$define" not in line]
+    assert [r["dataset_audit"] for r in packed] == [{"$ref": 1}] * 3
+    assert [r["method_config"] for r in packed] == [{"$ref": 2}, {"$ref": 2}, {"$ref": 3}]
+    back = read_export(path)
+    expected = [dict(r) for r in rows]
+    expected[2].update(value=None, non_finite={"value": "NaN"})  # strict JSON, as every row file
+    assert back == expected
+    write_export(tmp_path / "again.jsonl.gz", back)  # same rows, same bytes
+    assert (tmp_path / "again.jsonl.gz").read_bytes() == path.read_bytes()
+
+
+def test_export_reads_format_one_and_names_a_bad_file(tmp_path: Path) -> None:
+    rows = [{"metric": "map", "value": 0.5, "dataset_audit": {"n": 3}}, {"metric": "p@1", "value": 1.0}]
+    old = tmp_path / "old.jsonl.gz"  # format 1: one full row per line, no header
+    old.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    assert read_export(old) == rows
+    future = tmp_path / "future.jsonl.gz"
+    future.write_bytes(gzip.compress(b'{"medhash_rows_export": 3}\n{"metric": "map"}\n'))
+    with pytest.raises(ReportError, match=r"future\.jsonl\.gz:1: rows export format 3; this version reads formats 1 and 2"):
+        read_export(future)
+    dangling = tmp_path / "dangling.jsonl.gz"
+    dangling.write_bytes(gzip.compress(b'{"medhash_rows_export": 2}\n{"$define": 0, "value": {"n": 1}}\n'
+                                       b'{"audit": {"$ref": 0}}\n{"audit": {"$ref": 7}}\n'))
+    with pytest.raises(ReportError, match=r"dangling\.jsonl\.gz:4: reference 7 has no earlier \$define line"):
+        read_export(dangling)
 
 
 def test_report_folder_holds_one_report_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -142,12 +142,14 @@ def save_figure(fig: Any, stem: Path, *, tight: bool = False) -> list[Path]:
     """Write ``stem.png`` (:data:`DPI`) and ``stem.pdf``, close the figure, return both paths.
 
     Saved at the figure's own size unless ``tight`` (``bbox_inches="tight"``, for figures drawn by other libraries
-    with legends outside the axes)."""
+    with legends outside the axes). The PDF carries no creation date, so the same figure gives the same bytes and a
+    regenerated report folder differs from the committed one only where its numbers do."""
     pyplot = plt()
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.pdf"]
     for path in paths:
-        fig.savefig(path, dpi=DPI, **({"bbox_inches": "tight"} if tight else {}))
+        metadata = {"CreationDate": None} if path.suffix == ".pdf" else None
+        fig.savefig(path, dpi=DPI, metadata=metadata, **({"bbox_inches": "tight"} if tight else {}))
         if fig.get_layout_engine() is not None:  # positions are settled by the first save: keep them
             fig.set_layout_engine("none")
     pyplot.close(fig)
