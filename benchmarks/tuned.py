@@ -7,7 +7,7 @@ trial's parameters and the ``tuning`` record written into every row of the cell:
 
     {"study": str, "trial": int, "budget": int, "n_complete": int | None, "n_pruned": int | None,
      "n_finished": int, "best_value": float, "params": {...}, "protocol": str, "seeds": [...],
-     "shared_across_bits": bool, "defaults_value": float | None}
+     "shared_across_bits": bool, "defaults_value": float | None, "inherited_from": str (ablations only)}
 
 ``defaults_value`` is the validation mAP of the study's trial of the method's untuned defaults (every study runs
 them as one of its budget's trials), so the gain from tuning is visible beside ``best_value``.
@@ -27,7 +27,7 @@ from benchmarks.cell import tuned_key
 
 
 def _record(*, study: str, trial: int | None, budget: int | None, best_value: float | None, params: dict[str, Any],
-            n_complete: int | None, n_pruned: int | None, n_finished: int, protocol: str, seeds: Sequence[int],
+            n_complete: int | None, n_pruned: int | None, n_finished: int, protocol: str | None, seeds: Sequence[int],
             shared_across_bits: bool, defaults_value: float | None) -> dict[str, Any]:
     return {"study": study, "trial": trial, "budget": budget, "n_complete": n_complete, "n_pruned": n_pruned,
             "n_finished": n_finished, "best_value": best_value, "params": dict(params), "protocol": protocol,
@@ -37,6 +37,58 @@ def _record(*, study: str, trial: int | None, budget: int | None, best_value: fl
 #: :class:`benchmarks.tuning.TuneSpec` fields that :func:`benchmarks.cell.prepare_features` takes too.
 _PREPARE_FIELDS = ("data_root", "encoder", "device", "dataset_options", "cache_dir", "label_scheme", "dataset_seed",
                    "encoder_options")
+
+
+def inheriting_variants(methods: Sequence[str]) -> dict[str, str]:
+    """``{ablation: base}`` for the selected ablation variants whose base method is selected too: they are not
+    tuned themselves but take the base method's tuned parameters (the ablation question is "the tuned full model
+    without this component")."""
+    from methods import METHODS
+
+    return {m: str(METHODS.get(m).base) for m in methods
+            if METHODS.get(m).base in methods and "ablation" in METHODS.tags(m)}
+
+
+def inherit_tuned(tuned: dict[str, dict[str, Any]], inherit: dict[str, str]) -> None:
+    """Give every variant of ``inherit`` its base's entries of ``tuned`` (in place): the base's parameters minus
+    the settings the variant fixes, and its record with ``inherited_from`` naming the base."""
+    from methods import METHODS
+
+    for variant, base in inherit.items():
+        own = METHODS.get(variant).overrides  # the ablation's own setting always wins over a tuned value
+        for key in [k for k in tuned if k.split("|")[0] == base]:
+            _, dataset, b = key.split("|")
+            entry = tuned[key]
+            params = {k: v for k, v in entry["params"].items() if k not in own}
+            tuned[tuned_key(variant, dataset, None if b == "None" else int(b))] = {
+                "params": params, "tuning": {**entry["tuning"], "params": params, "inherited_from": base}}
+
+
+def refuse_tuned_param_overrides(params: dict[str, dict[str, Any]]) -> None:
+    """Refuse ``run --param`` keys that the tuned protocol would set: the rows would record the tuned value while
+    the cell ran with the user's.
+
+    Parameters
+    ----------
+    params : dict
+        ``--param`` values per method (:func:`benchmarks.commands.run.params_per_method`).
+
+    Raises
+    ------
+    UsageError
+        Naming each key and the methods whose search space sets it.
+    """
+    from benchmarks.cli import UsageError
+    from benchmarks.tuning import searched_params
+
+    clash: dict[str, list[str]] = {}
+    for method, given in params.items():
+        for key in sorted(set(given) & searched_params(method)):
+            clash.setdefault(key, []).append(method)
+    if clash:
+        named = "; ".join(f"{key} (tuned for {', '.join(ms)})" for key, ms in clash.items())
+        raise UsageError(f"--param {named}: with --tune / --params best the tuned value is used and recorded; drop "
+                         "that --param, or run without tuning to set it by hand")
 
 
 def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequence[int], n_trials: int, *,
@@ -73,8 +125,7 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
         for key in ("data_root", "cache_dir"):
             fields[key] = Path(fields[key]) if fields.get(key) else None
         prepare_features(dataset, progress=True, **fields)
-    inherit = {m: METHODS.get(m).base for m in methods
-               if METHODS.get(m).base in methods and "ablation" in METHODS.tags(m)}
+    inherit = inheriting_variants(methods)
     tuned_methods = [m for m in methods if m not in inherit]
     binary = [m for m in tuned_methods if METHODS.get(m).cls.binary]
     floats = [m for m in tuned_methods if not METHODS.get(m).cls.binary]
@@ -98,14 +149,7 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
                          shared_across_bits=is_float or bool(tune_bits), defaults_value=s.defaults_value)
         for b in [None] if is_float else (bits if tune_bits else [s.bits]):
             tuned[tuned_key(s.method, s.dataset, b)] = {"params": dict(s.best_params), "tuning": record}
-    for variant, base in inherit.items():
-        for key in [k for k in tuned if k.split("|")[0] == base]:
-            _, dataset, b = key.split("|")
-            entry = tuned[key]
-            own = METHODS.get(variant).overrides  # the ablation's own setting always wins over a tuned value
-            params = {k: v for k, v in entry["params"].items() if k not in own}
-            tuned[tuned_key(variant, dataset, None if b == "None" else int(b))] = {
-                "params": params, "tuning": {**entry["tuning"], "params": params, "inherited_from": base}}
+    inherit_tuned(tuned, inherit)
     return tuned
 
 
@@ -113,43 +157,55 @@ def best_of_studies(methods: Sequence[str], datasets: Sequence[str], bits: Seque
                     studies: Sequence[str] | None, storage: str | None) -> dict[str, dict[str, Any]]:
     """:attr:`RunSpec.tuned` from existing studies (``run --params best``).
 
-    With ``studies`` (``--study A B``), each study feeds the one method it tuned, at every dataset and code length
-    of the run (``shared_across_bits`` when the run has several code lengths). Without, the default study names
-    ``method-dataset-bits`` written by ``tune`` / ``run --tune`` are looked up per cell group.
+    With ``studies`` (``--study A B``), each study feeds the one method it tuned, at every code length of the run
+    (``shared_across_bits`` when the run has several code lengths), on the dataset it was tuned on. Without, the
+    default study names ``method-dataset-bits`` written by ``tune`` / ``run --tune`` are looked up per cell
+    group. As with ``--tune``, ablation variants whose base method is selected take the base study's parameters
+    minus their own setting (:func:`inherit_tuned`) and need no study of their own.
 
     Raises
     ------
     UsageError
-        A study that tuned another method, two studies for one method, or a tunable method without a study.
+        A study that tuned another method, two studies for one method, a tunable method without a study, or a
+        study tuned on another dataset than the run's (both named).
     """
+    from benchmarks.cli import UsageError
     from benchmarks.tuning import resolve_best_params
     from methods import METHODS
 
+    inherit = inheriting_variants(methods)
+    own = [m for m in methods if m not in inherit]
     tuned: dict[str, dict[str, Any]] = {}
 
     def add(best: Any, dataset: str, key_bits: int | None, shared: bool) -> None:
         record = _record(study=best.study_name, trial=best.trial_number, budget=best.budget, best_value=best.value,
                          params=best.params, n_complete=None, n_pruned=None, n_finished=best.n_finished,
-                         protocol=str(getattr(best, "protocol", "unimodal")), seeds=getattr(best, "seeds", []) or [],
-                         shared_across_bits=shared, defaults_value=best.defaults_value)
+                         protocol=best.protocol, seeds=best.seeds, shared_across_bits=shared,
+                         defaults_value=best.defaults_value)
         tuned[tuned_key(best.method, dataset, key_bits)] = {"params": dict(best.params), "tuning": record}
 
     if studies:
-        chosen = resolve_best_params(methods, list(studies), storage)
+        chosen = resolve_best_params(own, list(studies), storage)
         for method, best in chosen.items():
+            other = [d for d in datasets if best.dataset not in (None, d)]
+            if other:
+                raise UsageError(f"study {best.study_name!r} tuned {method} on {best.dataset}, but this run is on "
+                                 f"{', '.join(other)}: tune on that dataset (`run --tune N`), or run "
+                                 f"--datasets {best.dataset}")
             is_float = not METHODS.get(method).cls.binary
             for dataset in datasets:
                 for b in ([None] if is_float else bits):
                     add(best, dataset, b, shared=is_float or len(bits) > 1 or best.bits not in (None, b))
-        return tuned
-    for dataset in datasets:
-        for b in bits:
-            chosen = resolve_best_params([m for m in methods if METHODS.get(m).cls.binary], None, storage,
-                                         dataset=dataset, bits=b)
-            for best in chosen.values():
-                add(best, dataset, b, shared=False)
-        floats = [m for m in methods if not METHODS.get(m).cls.binary]
-        if floats:
-            for best in resolve_best_params(floats, None, storage, dataset=dataset, bits=min(bits)).values():
-                add(best, dataset, None, shared=True)
+    else:
+        for dataset in datasets:
+            for b in bits:
+                chosen = resolve_best_params([m for m in own if METHODS.get(m).cls.binary], None, storage,
+                                             dataset=dataset, bits=b)
+                for best in chosen.values():
+                    add(best, dataset, b, shared=False)
+            floats = [m for m in own if not METHODS.get(m).cls.binary]
+            if floats:
+                for best in resolve_best_params(floats, None, storage, dataset=dataset, bits=min(bits)).values():
+                    add(best, dataset, None, shared=True)
+    inherit_tuned(tuned, inherit)
     return tuned

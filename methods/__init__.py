@@ -52,9 +52,38 @@ def register_variant(name: str, base: str, *, description: str, tags: tuple[str,
 
 
 def method_config(name: str, params: dict[str, Any] | None = None) -> MethodConfig:
-    """The validated config of registry entry ``name`` with user ``params`` applied on top."""
+    """The validated config of registry entry ``name`` with user ``params`` applied on top.
+
+    Raises
+    ------
+    ConfigError
+        Unknown or out-of-range parameter, or a parameter that would undo a setting the variant ``name`` is
+        defined by (``mcmfh-no-gate`` with ``gate_weight=0.05`` is full MCMFH, not the ablation): the message
+        names the setting and the base method to run instead.
+    """
     entry = METHODS.get(name)
-    return entry.cls.config_class.from_dict({**entry.overrides, **(params or {})})
+    params = dict(params or {})
+    undone = {k: v for k, v in params.items() if k in entry.overrides and v != entry.overrides[k]}
+    if undone:
+        settings = ", ".join(f"{k}={entry.overrides[k]!r} (given {v!r})" for k, v in sorted(undone.items()))
+        raise ConfigError(f"{name} is {entry.base} with {settings}: a parameter cannot undo the setting that defines "
+                          f"the variant; run {entry.base} to choose it")
+    return entry.cls.config_class.from_dict({**entry.overrides, **params})
+
+
+def variant_search_space(name: str, trial: Any) -> dict[str, Any]:
+    """Config overrides registry entry ``name`` is tuned over: its class's ``search_space(trial)`` without the
+    settings the variant fixes (tuning ``mcmfh-no-gate`` never samples ``gate_weight``; its ablation stays one).
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    trial : optuna.trial.Trial
+        The trial to suggest on (a fixed setting may still be suggested on it, but never reaches the method).
+    """
+    entry = METHODS.get(name)
+    return {k: v for k, v in (entry.cls.search_space(trial) or {}).items() if k not in entry.overrides}
 
 
 def create_method(name: str, params: dict[str, Any] | None = None, *, device: str = "cpu") -> HashingMethod:
@@ -102,4 +131,5 @@ __all__ = [
     "method_config",
     "register_method",
     "register_variant",
+    "variant_search_space",
 ]

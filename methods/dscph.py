@@ -347,7 +347,8 @@ class DScPHConfig(SupervisedConfig):
 #: Written into ``info()`` so every row states how the negative-pair hinge deviates from the authors' code.
 NEG_PAIR_NOTES = {
     "cosine": "negative-pair hinge on cosine similarity (deviation: the authors' code uses the raw inner product "
-              "h_a·h_n, which collapses to chance at 64 bits on frozen features; variant dscph-raw-ip keeps it)",
+              "h_a·h_n, which collapses to chance at 64 bits on frozen MedPix features with the default settings; variant "
+              "dscph-raw-ip keeps it)",
     "dot": "negative-pair hinge on the raw inner product h_a·h_n, as the authors' code",
 }
 
@@ -413,7 +414,7 @@ class DScPH(SupervisedHashingMethod):
 
 register_variant(
     "dscph-raw-ip", "dscph", neg_pair_similarity="dot",
-    description="DScPH with the authors' raw inner product h_a·h_n in the negative-pair hinge (collapses at 64 bits on frozen features)",
+    description="DScPH with the authors' raw inner product h_a·h_n in the negative-pair hinge (collapses at 64 bits on frozen MedPix features with the default settings)",
 )
 
 __all__ = [

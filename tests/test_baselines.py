@@ -300,6 +300,45 @@ def test_selection_never_sees_the_query_split(splits, monkeypatch):
                 np.testing.assert_array_equal(value, b.get_state()[key])
 
 
+def test_a_harness_cell_fits_the_same_model_whatever_the_query_split_holds(monkeypatch, tmp_path):
+    """Through ``run_cell`` (the path a run takes): query features and labels replaced by noise change the test
+    numbers but not one value of the fitted model or of the choices recorded in its rows."""
+    import benchmarks.cell as cell
+
+    fitted = []
+
+    def keep(*args, **kwargs):
+        fitted.append(create_method(*args, **kwargs))
+        return fitted[-1]
+
+    monkeypatch.setattr(cell, "create_method", keep)
+    spec = cell.RunSpec(methods=["cca-itq", "real-valued"], datasets=["synthetic"], bits=[16], seeds=[0],
+                        out=tmp_path, progress=False)
+    clean = DATASETS.get("synthetic")(None, seed=0)
+    noisy = DATASETS.get("synthetic")(None, seed=0)
+    q_idx, rng = noisy.splits["query"], np.random.default_rng(9)
+    for name in ("image_features", "text_features"):
+        array = getattr(noisy, name).copy()
+        array[q_idx] = rng.standard_normal((len(q_idx), array.shape[1])).astype(array.dtype)
+        setattr(noisy, name, array)
+    noisy.labels = noisy.labels.copy()
+    noisy.labels[q_idx] = rng.integers(0, 2, size=noisy.labels[q_idx].shape).astype(noisy.labels.dtype)
+    for name, bits in (("cca-itq", 16), ("real-valued", None)):
+        rows = []
+        for d in (clean, noisy):
+            f = Features(d.image_features, d.text_features, "precomputed")
+            rows.append(cell.run_cell(spec, d, f, name, bits, 0, run_id="r"))
+        a, b = fitted[-2:]
+        assert a.info() == b.info() and rows[0][0]["method_info"] == rows[1][0]["method_info"]
+        state_a, state_b = a.get_state(), b.get_state()
+        assert state_a.keys() == state_b.keys()
+        for key, value in state_a.items():
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(state_b[key]), err_msg=f"{name}: {key}")
+        values = [{(r["protocol"], r["task"], r["metric"], r["tie"]): r["value"] for r in rs if r["metric"] == "map"}
+                  for rs in rows]
+        assert values[0] != values[1]  # the query split did change: the test numbers moved
+
+
 @pytest.mark.parametrize("name", ["cca-itq", "real-valued"])
 def test_search_space_gives_valid_configs(name):
     optuna = pytest.importorskip("optuna")

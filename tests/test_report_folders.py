@@ -227,6 +227,17 @@ def test_tuning_table_and_budget_note() -> None:
     some_shared = pd.DataFrame({"variant": ["ddbh", "mcmfh"], "tuning": [shared, rec("mcmfh", 16, budget=5)]})
     assert budget_note(some_shared) == ("Each method tuned with 5 Optuna trials per (method, bits) on the validation "
                                         "split. One study shared across code lengths: ddbh.")
+    # an ablation that inherits its base's study is named as such, in the note and in the tuning table
+    heir = {**shared, "study": "mcmfh-medpix-16", "params": {"lr": 0.016}, "inherited_from": "mcmfh"}
+    with_heir = pd.DataFrame({"variant": ["mcmfh", "mcmfh-no-gate", "random"],
+                              "tuning": [{**shared, "study": "mcmfh-medpix-16"}, heir, None]})
+    assert budget_note(with_heir) == (
+        "Each method tuned with 5 Optuna trials per method (one study per method, shared across code lengths) on the "
+        "validation split. Not tuned themselves: mcmfh-no-gate (the best parameters of mcmfh's study, minus its own "
+        "setting).")
+    heir_rows = accuracy_rows({("mcmfh-no-gate", 16, 0): 0.5}, tuning=heir)
+    (heir_line,) = tuning_table(pd.DataFrame(heir_rows), dataset="medpix").rows
+    assert heir_line[2] == "mcmfh-medpix-16 (inherited from mcmfh)"
 
 
 # ---- 16.5: show writes nothing -------------------------------------------------------------------------------

@@ -48,6 +48,28 @@ def test_tuned_rows_name_their_study_and_best_trial(tuned_run: Path) -> None:
     assert all(r["tuning"] is None for r in rows if r["variant"] == "random")  # nothing to tune: defaults
 
 
+def test_the_report_tuning_table_reproduces_an_independent_read_of_the_storage(tuned_run: Path) -> None:
+    import optuna
+    import pandas as pd
+
+    from benchmarks.report.tables import tuning_table
+
+    table = tuning_table(pd.DataFrame(_rows(tuned_run)), dataset="synthetic")
+    (line,) = [dict(zip(table.header_labels(), r)) for r in table.rows]  # random has nothing to tune
+    study = _journal_study(tuned_run / "journal.log", "cca-itq-synthetic-16")  # optuna itself, not our reader
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    defaults = next(t for t in complete if t.user_attrs.get("defaults"))
+    assert line == {
+        "method": "cca-itq", "bits": "16", "study": "cca-itq-synthetic-16", "trials budget": "2",
+        "trials complete": str(len(complete)), "trials pruned": str(len(pruned)),
+        "defaults validation mAP": f"{defaults.value:.3f}", "best validation mAP": f"{best.value:.3f}",
+        "best trial": str(best.number),
+        "chosen parameters": ", ".join(f"{k}={v}" for k, v in sorted(best.params.items())),
+        "shared across bits": "no"}
+
+
 def test_tune_resumes_without_new_trials(tuned_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["run", "--methods", "random", "cca-itq", "--bits", "16", "--seeds", "0", "--tune", "2", "--tune-seeds", "0",
             "--storage", str(tuned_run / "journal.log"), "--out", str(tuned_run), "--no-progress", *SMALL]
@@ -149,3 +171,78 @@ def test_the_manifest_exists_before_any_cell_runs_and_replays(tmp_path: Path, mo
     replay.write_text(json.dumps(first))
     assert main(["run", "--config", str(replay)]) == 0
     assert "1 cell(s) run" in capsys.readouterr().out
+
+
+# ---- a variant's defining setting survives every path: --param, tuning, inherited or stored parameters ----------
+def test_a_parameter_cannot_undo_the_setting_that_defines_a_variant() -> None:
+    import optuna
+
+    from methods import ConfigError, create_method, variant_search_space
+
+    assert create_method("mcmfh-no-gate", {"gate_weight": 0.0}).config.gate_weight == 0.0  # the same value is fine
+    with pytest.raises(ConfigError, match=r"mcmfh-no-gate is mcmfh with gate_weight=0\.0 \(given 0\.05\).*run mcmfh"):
+        create_method("mcmfh-no-gate", {"gate_weight": 0.05})
+    with pytest.raises(ConfigError, match=r"neg_pair_similarity='dot' \(given 'cosine'\)"):
+        create_method("dscph-raw-ip", {"neg_pair_similarity": "cosine"})
+    def space(name: str) -> set[str]:
+        return set(variant_search_space(name, optuna.create_study().ask()))
+
+    assert space("mcmfh") - space("mcmfh-no-gate") == {"gate_weight"}
+    assert space("dscph") - space("dscph-raw-ip") == {"neg_pair_similarity"}
+
+
+def test_tuning_a_variant_on_its_own_keeps_its_setting(tmp_path: Path) -> None:
+    from benchmarks.tuning import default_params, defaults_value
+
+    assert "neg_pair_similarity" in default_params("dscph")
+    assert "neg_pair_similarity" not in default_params("dscph-raw-ip")
+    argv = ["run", "--methods", "dscph-raw-ip", "--bits", "16", "--seeds", "0", "--tune", "2", "--tune-seeds", "0",
+            "--storage", str(tmp_path / "journal.log"), "--out", str(tmp_path), "--no-progress", *SMALL]
+    assert main(argv) == 0
+    study = _journal_study(tmp_path / "journal.log", "dscph-raw-ip-synthetic-16")
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 2 and all("neg_pair_similarity" not in t.user_attrs["config"] for t in finished)
+    assert defaults_value(study) == pytest.approx(next(t.value for t in finished if t.user_attrs.get("defaults")))
+    rows = _rows(tmp_path)
+    assert rows and {r["method_config"]["neg_pair_similarity"] for r in rows} == {"dot"}
+    assert {r["method_info"]["neg_pair_similarity"] for r in rows} == {"dot"}
+
+
+def test_a_hand_set_parameter_that_tuning_sets_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", "--methods", "cca-itq", "random", "--bits", "16", "--seeds", "0", "--tune", "2",
+            "--param", "itq_iterations=5", "--out", str(tmp_path), "--no-progress", *SMALL]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --param itq_iterations (tuned for cca-itq): with --tune / --params best the tuned value is used and "
+        "recorded; drop that --param, or run without tuning to set it by hand")
+    assert not (tmp_path / "cells").exists()  # refused before any tuning or cell
+
+
+def _best(method: str, dataset: str = "synthetic", **fields):
+    from benchmarks.tuning.best import BestTrial
+
+    return BestTrial(method=method, study_name=f"{method}-{dataset}-16", trial_number=3,
+                     params={"gate_weight": 0.05, "lr_heads": 1e-3}, value=0.5, dataset=dataset, bits=16, budget=5,
+                     n_finished=5, **fields)
+
+
+def test_params_best_gives_ablations_the_base_study_and_checks_the_dataset(monkeypatch) -> None:
+    import benchmarks.tuning as tuning
+    from benchmarks.cli import UsageError
+    from benchmarks.tuned import best_of_studies
+
+    asked = []
+
+    def fake_resolve(methods, studies, storage, **kw):
+        asked.append(list(methods))
+        return {"mcmfh": _best("mcmfh", dataset=studies[0].split("-")[1])}
+
+    monkeypatch.setattr(tuning, "resolve_best_params", fake_resolve)
+    tuned = best_of_studies(["mcmfh", "mcmfh-no-gate"], ["synthetic"], [16, 32], studies=["mcmfh-synthetic-16"],
+                            storage=None)
+    assert asked == [["mcmfh"]]  # the ablation needs no study of its own
+    ablation = tuned["mcmfh-no-gate|synthetic|32"]
+    assert ablation["params"] == {"lr_heads": 1e-3} and ablation["tuning"]["inherited_from"] == "mcmfh"
+    assert ablation["tuning"]["study"] == "mcmfh-synthetic-16" and ablation["tuning"]["protocol"] is None  # not 'None'
+    with pytest.raises(UsageError, match=r"study 'mcmfh-medpix-16' tuned mcmfh on medpix, but this run is on synthetic"):
+        best_of_studies(["mcmfh"], ["synthetic"], [16], studies=["mcmfh-medpix-16"], storage=None)

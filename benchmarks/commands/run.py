@@ -197,8 +197,9 @@ def main(args: argparse.Namespace) -> int:
         exports=list(args.export), command=command_record(args, add_arguments), threads=threads,
     )
     if args.tune or args.params == "best":
-        from benchmarks.tuned import best_of_studies, tune_then_params
+        from benchmarks.tuned import best_of_studies, refuse_tuned_param_overrides, tune_then_params
 
+        refuse_tuned_param_overrides(spec.params)
         if args.tune:
             storage = args.storage or str(out / "optuna" / "journal.log")  # studies beside the run they feed
             spec.tuned = tune_then_params(

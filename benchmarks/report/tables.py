@@ -123,31 +123,38 @@ def budget_note(sel: pd.DataFrame) -> str:
     budgets: dict[str, set[Any]] = {}
     shared: set[str] = set()
     untuned: set[str] = set()
+    inherited: dict[str, str] = {}
     for variant, tuning in zip(sel["variant"], sel["tuning"]):
         if variant.split(" (")[0] == "random":  # no search space: random codes are never tuned
             continue
-        if isinstance(tuning, dict):
+        if isinstance(tuning, dict) and tuning.get("inherited_from"):
+            inherited[variant] = str(tuning["inherited_from"])
+        elif isinstance(tuning, dict):
             budgets.setdefault(variant, set()).add(tuning.get("budget"))
             if tuning.get("shared_across_bits"):
                 shared.add(variant)
         else:
             untuned.add(variant)
-    untuned -= set(budgets)  # a variant tuned at some code lengths is listed under its budgets
+    untuned -= set(budgets) | set(inherited)  # a variant tuned at some code lengths is listed under its budgets
+    for variant in set(inherited) & set(budgets):
+        del inherited[variant]
+    heirs = (" Not tuned themselves: " + ", ".join(f"{v} (the best parameters of {b}'s study, minus its own setting)"
+                                                   for v, b in sorted(inherited.items())) + ".") if inherited else ""
     if not budgets:
-        return "Untuned: hand-set defaults (no Optuna study)."
+        return "Untuned: hand-set defaults (no Optuna study)." + heirs
     values = {b for bs in budgets.values() for b in bs}
     all_shared = shared == set(budgets)
     unit = "per method (one study per method, shared across code lengths)" if all_shared else "per (method, bits)"
     share = (f" One study shared across code lengths: {', '.join(sorted(shared))}." if shared and not all_shared else "")
     if not untuned and len(values) == 1:
-        return f"Each method tuned with {next(iter(values))} Optuna trials {unit} on the validation split.{share}"
+        return f"Each method tuned with {next(iter(values))} Optuna trials {unit} on the validation split.{share}{heirs}"
     parts = "; ".join(f"{v}: {'/'.join(str(b) for b in sorted(bs, key=str))}" for v, bs in sorted(budgets.items()))
     text = f"Optuna trials {unit} on the validation split: {parts}."
     if untuned:
         text += f" Untuned (hand-set defaults): {', '.join(sorted(untuned))}."
     if len(values) > 1 or untuned:
         text += " Budgets differ: differences between methods may reflect tuning effort."
-    return text + share
+    return text + share + heirs
 
 
 def main_table(
@@ -363,7 +370,10 @@ def tuning_table(rows: pd.DataFrame, *, dataset: str) -> Table:
     data = []
     for key in order:
         t = records[key]
-        body.append([key[0], key[1], str(t.get("study") or MISSING), plain_number(t.get("budget")),
+        study = str(t.get("study") or MISSING)
+        if t.get("inherited_from"):
+            study += f" (inherited from {t['inherited_from']})"
+        body.append([key[0], key[1], study, plain_number(t.get("budget")),
                      plain_number(t.get("n_complete")), plain_number(t.get("n_pruned")),
                      MISSING if not _finite(t.get("defaults_value")) else f"{float(t['defaults_value']):.3f}",
                      MISSING if not _finite(t.get("best_value")) else f"{float(t['best_value']):.3f}",
@@ -373,7 +383,8 @@ def tuning_table(rows: pd.DataFrame, *, dataset: str) -> Table:
     notes = ["Best validation mAP: tie-aware mAP@all of the best complete trial, validation queries against the "
              "training database. Defaults validation mAP: the same for the trial of the method's untuned defaults "
              "(one of the budget's trials in every study; – where the study has none). Chosen parameters: the best "
-             "trial's settings, used for every seed of the test runs.",
+             "trial's settings, used for every seed of the test runs. Inherited: an ablation that is not tuned itself runs "
+             "its base method's best trial minus the setting it removes; the study's numbers are the base method's.",
              budget_note(df)]
     return Table(name=f"tuning_{dataset}", title=f"{dataset}: hyper-parameter tuning (Optuna) behind the tuned rows",
                  columns=columns, rows=body, notes=notes, data=pd.DataFrame(data),

@@ -77,6 +77,7 @@ from benchmarks.tuning.study import (
     prune_evidence,
     score_subruns,
     search_space_is_empty,
+    searched_params,
     study_settings,
 )
 from benchmarks.tuning.workers import (
@@ -121,6 +122,7 @@ __all__ = [
     "scan_journal",
     "score_subruns",
     "search_space_is_empty",
+    "searched_params",
     "split_trials",
     "study_settings",
     "trial_line",

@@ -59,15 +59,13 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
     """
     from benchmarks.cell import validation_score
     from medhash_datasets.base import feature_split
-    from methods import METHODS, create_method
+    from methods import create_method, variant_search_space
 
     dataset, features = _prepare(spec)
     train = feature_split(dataset, features, "train")
     validation = feature_split(dataset, features, "validation")
-    cls = METHODS.get(spec.method).cls
-
     def objective(trial: Any) -> float:
-        params = cls.search_space(trial)
+        params = variant_search_space(spec.method, trial)
         trial.set_user_attr("config", params)
 
         def subrun(seed: int) -> float:

@@ -208,12 +208,19 @@ def _probe_search_space(method: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(overrides, optuna_params)`` that ``method``'s ``search_space`` gives on a throw-away in-memory trial."""
     import optuna
 
-    from methods import METHODS
+    from methods import METHODS, variant_search_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial = optuna.create_study(storage=optuna.storages.InMemoryStorage()).ask()
-    overrides = METHODS.get(method).cls.search_space(trial)
-    return dict(overrides or {}), dict(trial.params)
+    fixed = METHODS.get(method).overrides  # a variant's own settings are not searched (methods.variant_search_space)
+    overrides = variant_search_space(method, trial)
+    return overrides, {k: v for k, v in trial.params.items() if k not in fixed}
+
+
+def searched_params(method: str) -> set[str]:
+    """Config fields ``method``'s search space sets (probed on a throw-away trial; a variant's fixed settings
+    excluded)."""
+    return set(_probe_search_space(method)[0])
 
 
 def search_space_is_empty(method: str) -> bool:
@@ -286,7 +293,7 @@ def defaults_value(study: Any) -> float | None:
     method = study.user_attrs.get("method")
     params = default_params(str(method)) if method else None
     for t in complete if params else ():
-        if t.params == params:
+        if {k: t.params.get(k) for k in params} == params:  # a variant's trials also hold its fixed settings
             return float(t.value)
     return None
 
