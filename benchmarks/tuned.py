@@ -109,7 +109,8 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
     ----------
     spec_fields
         :class:`benchmarks.tuning.TuneSpec` fields shared by every study (``data_root``, ``encoder``,
-        ``encoder_options``, ``device``, ``dataset_options``, ``cache_dir``, ``label_scheme``, ``dataset_seed``).
+        ``encoder_options``, ``device``, ``dataset_options``, ``cache_dir``, ``label_scheme``, ``dataset_seed``,
+        ``threads``: ``run`` passes its per-cell thread count, so trials score as the cells run).
 
     Raises
     ------

@@ -197,11 +197,13 @@ def test_tuning_a_variant_on_its_own_keeps_its_setting(tmp_path: Path) -> None:
     assert "neg_pair_similarity" in default_params("dscph")
     assert "neg_pair_similarity" not in default_params("dscph-raw-ip")
     argv = ["run", "--methods", "dscph-raw-ip", "--bits", "16", "--seeds", "0", "--tune", "2", "--tune-seeds", "0",
+            "--workers", "1", "--threads", "1",
             "--storage", str(tmp_path / "journal.log"), "--out", str(tmp_path), "--no-progress", *SMALL]
     assert main(argv) == 0
     study = _journal_study(tmp_path / "journal.log", "dscph-raw-ip-synthetic-16")
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 2 and all("neg_pair_similarity" not in t.user_attrs["config"] for t in finished)
+    assert {t.user_attrs["threads"] for t in finished} == {1}  # as asked (--threads 1): scores depend on it
     assert defaults_value(study) == pytest.approx(next(t.value for t in finished if t.user_attrs.get("defaults")))
     rows = _rows(tmp_path)
     assert rows and {r["method_config"]["neg_pair_similarity"] for r in rows} == {"dot"}

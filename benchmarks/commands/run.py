@@ -208,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
                 data_root=str(data_root) if data_root else None, encoder=spec.encoder,
                 encoder_options=spec.encoder_options, device=spec.device, dataset_options=spec.dataset_options,
                 cache_dir=args.cache_dir, label_scheme=spec.label_scheme, dataset_seed=spec.dataset_seed,
-                echo=lambda line: print(line, flush=True),
+                threads=threads, echo=lambda line: print(line, flush=True),
             )
         else:
             spec.tuned = best_of_studies(methods, datasets, spec.bits, studies=args.study, storage=args.storage)

@@ -6,6 +6,7 @@ t2i, validation queries against the train database); the query split is never se
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,9 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
 
     Features are prepared once per worker process (``benchmarks.cell.prepare_features``, cached on disk
     and, for consecutive studies on the same data, in memory); every trial builds the method from its search
-    space with ``methods.create_method`` and scores it with ``benchmarks.cell.validation_score`` (labels of
-    the validation and train splits only).
+    space (``methods.variant_search_space``) with ``methods.create_method`` and scores it with
+    ``benchmarks.cell.validation_score`` (labels of the validation and train splits only), with ``spec.threads``
+    CPU threads when set.
 
     Returns
     -------
@@ -57,7 +59,10 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
         Its ``settings`` attribute holds ``{"features_encoder": name}``, the encoder the features came from
         (``auto`` resolved), which the worker records on (or checks against) the study.
     """
+    import torch
+
     from benchmarks.cell import validation_score
+    from benchmarks.threads import ThreadSettings
     from medhash_datasets.base import feature_split
     from methods import create_method, variant_search_space
 
@@ -69,9 +74,12 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
         trial.set_user_attr("config", params)
 
         def subrun(seed: int) -> float:
-            method = create_method(spec.method, params, device=spec.device)
-            method.fit(train, validation, int(spec.bits), int(seed))
-            return validation_score(method, dataset, features, protocol=spec.protocol)
+            with ThreadSettings(int(spec.threads)) if spec.threads else contextlib.nullcontext():
+                # float reductions (hence a score, in the 4th digit on MedPix) depend on the thread count: record it
+                trial.set_user_attr("threads", torch.get_num_threads())
+                method = create_method(spec.method, params, device=spec.device)
+                method.fit(train, validation, int(spec.bits), int(seed))
+                return validation_score(method, dataset, features, protocol=spec.protocol)
 
         return score_subruns(trial, [lambda s=s: subrun(s) for s in spec.seeds])
 

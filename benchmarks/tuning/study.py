@@ -76,6 +76,10 @@ class TuneSpec:
         Seconds between trial heartbeats with an SQL storage (``None`` disables); unused for journals.
     pruner_startup_trials : int
         Complete trials before any pruning (>= 1; default 5).
+    threads : int | None
+        CPU threads every trial runs with (torch, BLAS, faiss), whichever process runs it: float reductions, hence
+        scores, depend on the count (4th digit of the MedPix validation mAP), so a study's trials are only
+        comparable at one count. ``None``: the process's own setting. Recorded on each trial (``threads``).
     """
 
     method: str
@@ -98,6 +102,7 @@ class TuneSpec:
     heartbeat_interval: int | None = 60
     pruner_startup_trials: int = 5
     encoder_options: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
 
     @property
     def name(self) -> str:
