@@ -233,8 +233,8 @@ def test_tuning_table_and_budget_note() -> None:
                               "tuning": [{**shared, "study": "mcmfh-medpix-16"}, heir, None]})
     assert budget_note(with_heir) == (
         "Each method tuned with 5 Optuna trials per method (one study per method, shared across code lengths) on the "
-        "validation split. Not tuned themselves: mcmfh-no-gate (the best parameters of mcmfh's study, minus its own "
-        "setting).")
+        "validation split. Not tuned themselves (each runs mcmfh's best parameters minus its own setting): "
+        "mcmfh-no-gate.")
     heir_rows = accuracy_rows({("mcmfh-no-gate", 16, 0): 0.5}, tuning=heir)
     (heir_line,) = tuning_table(pd.DataFrame(heir_rows), dataset="medpix").rows
     assert heir_line[2] == "mcmfh-medpix-16 (inherited from mcmfh)"

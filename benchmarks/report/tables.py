@@ -138,8 +138,9 @@ def budget_note(sel: pd.DataFrame) -> str:
     untuned -= set(budgets) | set(inherited)  # a variant tuned at some code lengths is listed under its budgets
     for variant in set(inherited) & set(budgets):
         del inherited[variant]
-    heirs = (" Not tuned themselves: " + ", ".join(f"{v} (the best parameters of {b}'s study, minus its own setting)"
-                                                   for v, b in sorted(inherited.items())) + ".") if inherited else ""
+    heirs = "".join(f" Not tuned themselves (each runs {base}'s best parameters minus its own setting): "
+                    f"{', '.join(sorted(v for v, b in inherited.items() if b == base))}."
+                    for base in sorted(set(inherited.values())))
     if not budgets:
         return "Untuned: hand-set defaults (no Optuna study)." + heirs
     values = {b for bs in budgets.values() for b in bs}
