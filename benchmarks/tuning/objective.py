@@ -69,14 +69,15 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
     dataset, features = _prepare(spec)
     train = feature_split(dataset, features, "train")
     validation = feature_split(dataset, features, "validation")
+
     def objective(trial: Any) -> float:
         params = variant_search_space(spec.method, trial)
         trial.set_user_attr("config", params)
+        # float reductions (hence a score, in the 4th digit on MedPix) depend on the thread count: record it once
+        trial.set_user_attr("threads", int(spec.threads) if spec.threads else torch.get_num_threads())
 
         def subrun(seed: int) -> float:
             with ThreadSettings(int(spec.threads)) if spec.threads else contextlib.nullcontext():
-                # float reductions (hence a score, in the 4th digit on MedPix) depend on the thread count: record it
-                trial.set_user_attr("threads", torch.get_num_threads())
                 method = create_method(spec.method, params, device=spec.device)
                 method.fit(train, validation, int(spec.bits), int(seed))
                 return validation_score(method, dataset, features, protocol=spec.protocol)
