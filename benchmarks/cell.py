@@ -247,10 +247,35 @@ def tuned_key(method: str, dataset: str, bits: int | None) -> str:
     return f"{method}|{dataset}|{bits}"
 
 
-def cell_params(spec: RunSpec, method: str, dataset: str, bits: int | None) -> dict[str, Any]:
-    """Parameters of one cell's method: tuned ones (if any), then the user's ``--param`` values on top."""
+def cell_params(spec: RunSpec, method: str, dataset: str, bits: int | None, select: str | None = None) -> dict[str, Any]:
+    """Parameters of one cell's method: tuned ones (if any), then the user's ``--param`` values on top, then
+    ``select_protocol = select`` for a cell selected under one protocol (:func:`cell_selections`)."""
     tuned = spec.tuned.get(tuned_key(method, dataset, bits), {}).get("params", {})
-    return {**tuned, **spec.params.get(method, {})}
+    params = {**tuned, **spec.params.get(method, {})}
+    if select is not None:
+        params["select_protocol"] = select
+    return params
+
+
+def cell_selections(spec: RunSpec, method: str) -> list[str | None]:
+    """The cells one (method, dataset, bits, seed) of ``spec`` needs, as the protocol each cell's model is
+    selected under.
+
+    A method whose ``fit`` selects its model under a protocol (``selects_under_protocol``: UCMFH, MCMFH and its
+    ablations) gets one cell per protocol of ``spec.protocols``, each fitting a model selected under that
+    protocol and evaluating only that protocol (methods spec: model selection "under the protocol being
+    evaluated"). Every other method, and a fusion method whose ``select_protocol`` the user pinned with
+    ``--param``, gets one cell evaluating every protocol (``[None]``).
+
+    Returns
+    -------
+    list of str | None
+        ``["unimodal", "paired"]`` (in ``spec.protocols`` order) or ``[None]``.
+    """
+    entry = METHODS.get(method)
+    if entry.cls.selects_under_protocol and "select_protocol" not in spec.params.get(method, {}):
+        return list(spec.protocols)
+    return [None]
 
 
 def describe_inputs(dataset: PairedDataset, features: Features, requested_encoder: str,
@@ -279,15 +304,22 @@ def describe_inputs(dataset: PairedDataset, features: Features, requested_encode
     return lines
 
 
-def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, method: str, bits: int | None, seed: int) -> dict[str, Any]:
-    """The full config of a cell; its hash names the result file."""
+def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, method: str, bits: int | None, seed: int,
+                select: str | None = None) -> dict[str, Any]:
+    """The full config of a cell; its hash names the result file.
+
+    ``select``: the protocol the cell's model is selected under and the only one it evaluates
+    (:func:`cell_selections`); the config then also holds ``select_per_protocol: True``. ``None``: one model
+    evaluated under every protocol of ``spec`` (the config has no ``select_per_protocol`` key, so the cell ids
+    of such cells do not depend on this option's existence).
+    """
     from benchmarks.evaluation import MetricSpec
 
     entry = METHODS.get(method)
-    return {
+    config = {
         "method": method,
         "method_class": f"{entry.cls.__module__}.{entry.cls.__qualname__}",
-        "method_config": method_config(method, cell_params(spec, method, dataset.name, bits)).to_dict(),
+        "method_config": method_config(method, cell_params(spec, method, dataset.name, bits, select)).to_dict(),
         "dataset": dataset.name,
         "dataset_options": dict(sorted(spec.dataset_options.items())),
         "dataset_seed": spec.dataset_seed,
@@ -295,7 +327,7 @@ def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, metho
         "encoder": features.encoder,
         "bits": bits,
         "seed": seed,
-        "protocols": list(spec.protocols),
+        "protocols": [select] if select is not None else list(spec.protocols),
         "tasks": list(spec.tasks),
         "ties": list(spec.ties),
         "metrics": repr(MetricSpec()),
@@ -303,15 +335,24 @@ def cell_config(spec: RunSpec, dataset: PairedDataset, features: Features, metho
         "cell_threads": int(spec.threads),
         "device": spec.device,
     }
+    if select is not None:
+        config["select_per_protocol"] = True
+    return config
 
 
-def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_name: str, bits: int | None, seed: int, *, run_id: str) -> list[dict[str, Any]]:
-    """Fit one method and return every result row of the cell (accuracy, latency, memory, extras)."""
+def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_name: str, bits: int | None, seed: int, *,
+             run_id: str, select: str | None = None) -> list[dict[str, Any]]:
+    """Fit one method and return every result row of the cell (accuracy, latency, memory, extras).
+
+    ``select``: see :func:`cell_config`; the accuracy rows then cover that protocol only and every row carries
+    ``select_per_protocol: True``. Latency, memory and expert-load rows are written by every cell (they
+    measure that cell's model).
+    """
     t_start = time.perf_counter()
-    config = cell_config(spec, dataset, features, method_name, bits, seed)
+    config = cell_config(spec, dataset, features, method_name, bits, seed, select)
     cid = config_hash(config)
     entry = METHODS.get(method_name)
-    method = create_method(method_name, cell_params(spec, method_name, dataset.name, bits), device=spec.device)
+    method = create_method(method_name, cell_params(spec, method_name, dataset.name, bits, select), device=spec.device)
     train = feature_split(dataset, features, "train")
     val = feature_split(dataset, features, "validation")
     query = feature_split(dataset, features, "query")
@@ -342,6 +383,7 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
         "n_database": sizes["database"],
         "db_includes_train": dataset.db_includes_train,
         "config_hash": cid,
+        "select_per_protocol": select is not None,
         "cell_threads": config["cell_threads"],
         "device": config["device"],
         "versions": package_versions(),
@@ -356,7 +398,7 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
 
     folder = export_dir(spec.out, dataset.name, method_name, cid)
     per_query: list[dict[str, Any]] = []
-    for protocol in spec.protocols:
+    for protocol in config["protocols"]:
         q_codes, db_codes = encode_split(method, query, protocol), encode_split(method, db, protocol)
         if "codes" in spec.exports and method.binary:
             write_codes(folder, protocol, q_codes, db_codes, query.labels, db.labels)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cell import RunSpec, cell_config, describe_inputs, prepare_features, run_cell
+from benchmarks.cell import RunSpec, cell_config, cell_selections, describe_inputs, prepare_features, run_cell
 from benchmarks.claims import CellClaim, claim_path
 from benchmarks.progress import CostModel, GridProgress, console_logs
 from benchmarks.results import cell_path, config_hash, write_cell
@@ -54,6 +54,9 @@ class CellJob:
     cell_id: str
     path: Path
     state: tuple[int, int] | None = None  # (mtime_ns, size) of the cell file when the run started
+    #: Protocol the cell's model is selected under and the only one it evaluates (``None``: every protocol of
+    #: the run; :func:`benchmarks.cell.cell_selections`).
+    select: str | None = None
 
     @property
     def key(self) -> str:
@@ -62,8 +65,11 @@ class CellJob:
 
     @property
     def label(self) -> str:
-        """``"synthetic/mcmfh 16b seed 0"`` (``float`` for real-valued methods)."""
-        return f"{self.dataset}/{self.method} {f'{self.bits}b' if self.bits is not None else 'float'} seed {self.seed}"
+        """``"synthetic/mcmfh 16b seed 0"`` (``float`` for real-valued methods; ``" paired-selected"`` appended
+        for a cell selected under one protocol)."""
+        bits = f"{self.bits}b" if self.bits is not None else "float"
+        selected = f" {self.select}-selected" if self.select is not None else ""
+        return f"{self.dataset}/{self.method} {bits} seed {self.seed}{selected}"
 
 
 @dataclass
@@ -142,21 +148,23 @@ def _cell_seconds(path: Path) -> float | None:
 
 # ---- executing one cell -----------------------------------------------------------------------------
 def execute_cell(spec: RunSpec, dataset: Any, features: Any, method: str, bits: int | None, seed: int, *,
-                 run_id: str) -> CellResult:
-    """Run one cell with ``spec.threads`` torch/BLAS/OpenMP threads (:class:`benchmarks.threads.ThreadSettings`)."""
+                 run_id: str, select: str | None = None) -> CellResult:
+    """Run one cell with ``spec.threads`` torch/BLAS/OpenMP threads (:class:`benchmarks.threads.ThreadSettings`);
+    ``select`` as in :func:`benchmarks.cell.run_cell`."""
     from benchmarks.threads import ThreadSettings
 
     t0 = time.perf_counter()
     with ThreadSettings(spec.threads):
-        rows = run_cell(spec, dataset, features, method, bits, seed, run_id=run_id)
+        rows = run_cell(spec, dataset, features, method, bits, seed, run_id=run_id, select=select)
     return CellResult(rows, time.perf_counter() - t0)
 
 
-def dask_cell(spec: RunSpec, payload: tuple[Any, Any], method: str, bits: int | None, seed: int, run_id: str) -> CellResult:
+def dask_cell(spec: RunSpec, payload: tuple[Any, Any], method: str, bits: int | None, seed: int, run_id: str,
+              select: str | None = None) -> CellResult:
     """Dask task: :func:`execute_cell` on a worker, ``payload`` = (dataset, features) sent once per dataset."""
     from benchmarks.distributed import worker_label
 
-    result = execute_cell(spec, payload[0], payload[1], method, bits, seed, run_id=run_id)
+    result = execute_cell(spec, payload[0], payload[1], method, bits, seed, run_id=run_id, select=select)
     result.worker = worker_label()
     return result
 
@@ -177,7 +185,7 @@ class SerialPool:
     def submit(self, job: CellJob) -> None:
         dataset, features = self.prepared[job.dataset]
         self._done.append((job, execute_cell(self.spec, dataset, features, job.method, job.bits, job.seed,
-                                             run_id=self.run_id), None))
+                                             run_id=self.run_id, select=job.select), None))
 
     def wait(self, timeout: float) -> list[tuple[CellJob, CellResult | None, BaseException | None]]:
         done, self._done = self._done, []
@@ -203,7 +211,7 @@ class DaskPool:
 
     def submit(self, job: CellJob) -> None:
         future = self.client.submit(dask_cell, self.spec, self.payload[job.dataset], job.method, job.bits, job.seed,
-                                    self.run_id, key=f"cell-{job.cell_id}-{self.run_id}", pure=False)
+                                    self.run_id, job.select, key=f"cell-{job.cell_id}-{self.run_id}", pure=False)
         self.inflight[future] = job
 
     def wait(self, timeout: float) -> list[tuple[CellJob, CellResult | None, BaseException | None]]:
@@ -229,16 +237,19 @@ class DaskPool:
 
 # ---- the grid ---------------------------------------------------------------------------------------
 def plan(spec: RunSpec, prepared: dict[str, tuple[Any, Any]]) -> list[CellJob]:
-    """Every cell of ``spec`` in grid order (dataset, method, bits, seed) with its id and file."""
+    """Every cell of ``spec`` in grid order (dataset, method, bits, seed, selection protocol) with its id and file
+    (a method selecting its model under a protocol has one cell per protocol: :func:`benchmarks.cell.cell_selections`)."""
     jobs = []
     for dataset_name, (dataset, features) in prepared.items():
         for m in spec.methods:
             entry = METHODS.get(m)
             for b in spec.bits if entry.cls.binary else [None]:
                 for s in spec.seeds:
-                    cid = config_hash(cell_config(spec, dataset, features, m, b, s))
-                    path = cell_path(spec.out, dataset.name, m, cid)
-                    jobs.append(CellJob(dataset_name, m, entry.base or m, b, s, cid, path, _file_state(path)))
+                    for select in cell_selections(spec, m):
+                        cid = config_hash(cell_config(spec, dataset, features, m, b, s, select))
+                        path = cell_path(spec.out, dataset.name, m, cid)
+                        jobs.append(CellJob(dataset_name, m, entry.base or m, b, s, cid, path, _file_state(path),
+                                            select))
     return jobs
 
 

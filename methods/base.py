@@ -136,12 +136,17 @@ class HashingMethod(ABC):
         and ``bits`` is ignored.
     uses_both_modalities_at_encode : bool
         ``True`` for fusion methods whose paired encode differs from two unimodal encodes.
+    selects_under_protocol : bool
+        ``True`` when ``fit`` selects its model (best epoch) by validation mAP under the protocol named by its
+        config's ``select_protocol`` field. ``run`` and ``tune`` then set that field to the protocol being
+        evaluated: one model per evaluated protocol (methods spec, "under the protocol being evaluated").
     """
 
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     supervised: ClassVar[bool] = False
     binary: ClassVar[bool] = True
     uses_both_modalities_at_encode: ClassVar[bool] = False
+    selects_under_protocol: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | None = None, *, device: str = "cpu") -> None:
         self.config = config if config is not None else self.config_class()

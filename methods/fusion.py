@@ -72,6 +72,7 @@ class FusionHashingMethod(HashingMethod):
     config_class: ClassVar[type[MethodConfig]] = FusionConfig
     supervised: ClassVar[bool] = False
     uses_both_modalities_at_encode: ClassVar[bool] = True
+    selects_under_protocol: ClassVar[bool] = True
     #: (low, high, step) of the tuned epoch cap (of the stage with hash heads).
     EPOCH_CAP_RANGE: ClassVar[tuple[int, int, int]] = (10, 60, 10)
 

@@ -68,8 +68,11 @@ class FusionConfig(MethodConfig):
         the validation and training splits (about half the cost of a training epoch on MedPix), so evaluating
         every other epoch adds about a quarter to the training time instead of a half.
     select_protocol : str
-        Protocol under which the validation mAP is computed (evaluation spec): ``"unimodal"`` (default: each
-        side encoded from its own modality, the missing one filled by its learned vector) or ``"paired"``.
+        Protocol under which the validation mAP is computed (evaluation spec): ``"unimodal"`` (each side encoded
+        from its own modality, the missing one filled by its learned vector) or ``"paired"``. ``run`` and
+        ``tune`` set it to the protocol being evaluated (the methods spec: selection "under the protocol being
+        evaluated"), so a run scoring both protocols fits one model per protocol; a ``--param select_protocol=...``
+        pins one model for every protocol instead. ``"unimodal"`` is the default of a bare ``fit``.
     batch_size : int
         Training batch (128).
     lr_fusion, lr_head : float

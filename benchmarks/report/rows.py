@@ -7,7 +7,9 @@ folder would otherwise count twice), then mean ± sample standard deviation (``d
 Seeds are only averaged within one configuration. A row's configuration is :data:`CONFIG_FIELDS`
 (``method_config`` and ``dataset_options`` as canonical JSON, ``label_scheme``, ``encoder``, ``dataset_seed``;
 fields a row lacks count as ``null``) besides the table keys (variant, dataset, bits, protocol, task, tie, metric,
-k). When one (dataset, variant, bits) holds rows of more than one configuration the report refuses with a
+k). A row of a cell whose model was selected under the protocol it evaluates (``select_per_protocol``: UCMFH,
+MCMFH, one cell per protocol) counts its ``method_config.select_protocol`` as ``"evaluated"``, so the two cells
+of one (method, bits, seed) are one configuration; a user-pinned ``select_protocol`` stays a setting. When one (dataset, variant, bits) holds rows of more than one configuration the report refuses with a
 one-line :class:`ReportError` naming the fields that differ (the user reports a narrower folder) instead of
 averaging different settings as if they were seeds. The message names every key that differs with its values
 (``method_config.lr: 0.001 vs 0.01``). :func:`split_configurations` instead reports each configuration as its
@@ -119,9 +121,22 @@ def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
     df["seed"] = df["seed"].fillna(-1)
     for col in ("protocol", "task", "tie"):
         df[col] = df[col].fillna("-")
-    df["config_key"] = [config_key(values) for values in zip(*(
-        df[c] if c in df.columns else [None] * len(df) for c in CONFIG_FIELDS))] if len(df) else []
+    columns = [df[c] if c in df.columns else [None] * len(df) for c in CONFIG_FIELDS]
+    if "select_per_protocol" in df.columns:  # one model per evaluated protocol: one configuration, not two
+        per_protocol = [flag is True for flag in df["select_per_protocol"]]
+        columns[CONFIG_FIELDS.index("method_config")] = [
+            _without_selection(c) if flag else c for c, flag in zip(columns[CONFIG_FIELDS.index("method_config")],
+                                                                      per_protocol)]
+    df["config_key"] = [config_key(values) for values in zip(*columns)] if len(df) else []
     return df
+
+
+def _without_selection(method_config: Any) -> Any:
+    """``method_config`` with ``select_protocol`` set to ``"evaluated"``: a row of a cell selected under the
+    protocol it evaluates (``select_per_protocol``) belongs to the same configuration as its sibling cell's."""
+    if not isinstance(method_config, dict) or "select_protocol" not in method_config:
+        return method_config
+    return {**method_config, "select_protocol": "evaluated"}
 
 
 def _canonical(value: Any) -> Any:

@@ -50,7 +50,8 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
     and, for consecutive studies on the same data, in memory); every trial builds the method from its search
     space (``methods.variant_search_space``) with ``methods.create_method`` and scores it with
     ``benchmarks.cell.validation_score`` (labels of the validation and train splits only), with ``spec.threads``
-    CPU threads when set.
+    CPU threads when set. A method that selects its epoch under a protocol (``selects_under_protocol``) selects
+    under ``spec.protocol``, the protocol the study scores.
 
     Returns
     -------
@@ -64,11 +65,14 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
     from benchmarks.cell import validation_score
     from benchmarks.threads import ThreadSettings
     from medhash_datasets.base import feature_split
-    from methods import create_method, variant_search_space
+    from methods import METHODS, create_method, variant_search_space
 
     dataset, features = _prepare(spec)
     train = feature_split(dataset, features, "train")
     validation = feature_split(dataset, features, "validation")
+
+    # a method selecting its epoch under a protocol selects under the protocol the study scores (as run does)
+    selection = {"select_protocol": spec.protocol} if METHODS.get(spec.method).cls.selects_under_protocol else {}
 
     def objective(trial: Any) -> float:
         params = variant_search_space(spec.method, trial)
@@ -78,7 +82,7 @@ def validation_objective(spec: TuneSpec) -> Callable[[Any], float]:
 
         def subrun(seed: int) -> float:
             with ThreadSettings(int(spec.threads)) if spec.threads else contextlib.nullcontext():
-                method = create_method(spec.method, params, device=spec.device)
+                method = create_method(spec.method, {**params, **selection}, device=spec.device)
                 method.fit(train, validation, int(spec.bits), int(seed))
                 return validation_score(method, dataset, features, protocol=spec.protocol)
 
