@@ -167,3 +167,16 @@ def test_tuning_selects_under_the_protocol_the_study_scores(monkeypatch: pytest.
         study.optimize(validation_objective(spec), n_trials=1)
         assert made[-1]["select_protocol"] == protocol
         assert "select_protocol" not in study.trials[0].user_attrs["config"]  # not a tuned parameter
+
+
+def test_time_fit_marks_the_protocol_its_one_model_was_not_selected_under(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = [f for k, v in {**TINY, "select_protocol": "paired"}.items() for f in ("--param", f"{k}={v}")]
+    options = [f for k, v in SMALL.items() for f in ("--dataset-option", f"{k}={v}")]
+    assert cli_main(["time-fit", "--method", "ucmfh", "--dataset", "synthetic", "--encoder", "precomputed",
+                     "--device", "cpu", "--quiet", *options, *flags]) == 0
+    lines = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("  unimodal") or line.startswith("  paired")}
+    assert set(lines) == {"unimodal i2t", "unimodal t2i", "paired i2t", "paired t2i"}
+    for key, line in lines.items():
+        marked = "[model selected under the paired protocol; --param select_protocol=unimodal" in line
+        assert marked == key.startswith("unimodal"), line

@@ -12,7 +12,9 @@ wall-clock and CPU seconds of ``fit``, the epochs run and selected (per stage wh
 the selection rule, the per-expert load and router-collapse flag for MCMFH, the median batch-size-1 encode
 latency per modality (one thread), and the validation-split mAP: validation items as queries against the
 training items as database, tie-aware mAP@all (``map``), i2t and t2i, for the unimodal protocol and, for
-fusion methods, the paired protocol. The query split is never touched.
+fusion methods, the paired protocol (the one model fitted here is selected under its ``select_protocol``; the line
+of the other protocol says so, since ``run`` scores each protocol on a model selected under it). The query split
+is never touched.
 """
 
 from __future__ import annotations
@@ -198,6 +200,10 @@ def main(args: argparse.Namespace) -> int:
     if len(validation) >= 1:
         scores = validation_map(method, train, validation)
         print("validation-split mAP (tie-aware mAP@all, validation queries vs training database):")
+        selected = method.config.select_protocol if method.selects_under_protocol else None
         for key, (value, chance) in scores.items():
-            print(f"  {key}: {value:.4f}" + (f"  (chance {chance:.4f})" if chance is not None else ""))
+            other = selected is not None and not key.startswith(selected)
+            note = (f"  [model selected under the {selected} protocol; --param select_protocol={key.split()[0]} "
+                    "selects under this one, as run does for its rows]") if other else ""
+            print(f"  {key}: {value:.4f}" + (f"  (chance {chance:.4f})" if chance is not None else "") + note)
     return 0
