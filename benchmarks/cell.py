@@ -346,7 +346,8 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
 
     ``select``: see :func:`cell_config`; the accuracy rows then cover that protocol only and every row carries
     ``select_per_protocol: True``. Latency, memory and expert-load rows are written by every cell (they
-    measure that cell's model).
+    measure that cell's model); expert-load rows carry the protocol the model was selected under (``"-"`` for a
+    cell evaluating every protocol with one model).
     """
     t_start = time.perf_counter()
     config = cell_config(spec, dataset, features, method_name, bits, seed, select)
@@ -443,7 +444,8 @@ def run_cell(spec: RunSpec, dataset: PairedDataset, features: Features, method_n
         add(protocol="unimodal", task="i2t", metric=metric, tie=None, value=value, **extra)
 
     for e, load in enumerate(info.get("expert_load", []) or []):
-        add(protocol="-", task="-", metric="expert_load", k=e, tie=None, value=float(load))
+        # the load of THIS cell's model: tagged with its selection protocol when the method has one cell per protocol
+        add(protocol=select or "-", task="-", metric="expert_load", k=e, tie=None, value=float(load))
 
     wall = time.perf_counter() - t_start
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

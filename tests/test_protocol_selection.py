@@ -180,3 +180,30 @@ def test_time_fit_marks_the_protocol_its_one_model_was_not_selected_under(capsys
     for key, line in lines.items():
         marked = "[model selected under the paired protocol; --param select_protocol=unimodal" in line
         assert marked == key.startswith("unimodal"), line
+
+
+def test_expert_load_rows_name_the_model_they_measure_and_the_figure_shows_the_unimodal_one(
+        tmp_path: Path, small, monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.report.figures as figures
+
+    dataset, features = small
+    spec = _spec(tmp_path, ["mcmfh"], extra_params={"mcmfh": {"epochs": 3, "epochs_stage1": 2}})
+    loads = {}
+    for select in PROTOCOLS:
+        rows = run_cell(spec, dataset, features, "mcmfh", 16, 0, run_id="r", select=select)
+        load = [r for r in rows if r["metric"] == "expert_load"]
+        assert load and {r["protocol"] for r in load} == {select}
+        assert sum(r["value"] for r in load) == pytest.approx(1.0, abs=1e-6)
+        loads[select] = load
+    class Chosen(Exception):
+        """Raised by the spy once the figure has chosen its rows."""
+
+    def spy(data: pd.DataFrame, keys: list[str]) -> None:
+        raise Chosen(data)
+
+    monkeypatch.setattr(figures, "summarise", spy)
+    df = normalise_rows(pd.DataFrame(loads["unimodal"] + loads["paired"]))
+    with pytest.raises(Chosen) as chosen:
+        figures.plot_expert_load(df, tmp_path, dataset="synthetic")
+    data = chosen.value.args[0]
+    assert set(data["protocol"]) == {"unimodal"} and len(data) == len(loads["unimodal"])

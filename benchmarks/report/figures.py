@@ -295,10 +295,13 @@ def plot_latency_vs_db_size(df: pd.DataFrame, out_dir: Path) -> list[Path]:
 def plot_expert_load(df: pd.DataFrame, out_dir: Path, *, dataset: str) -> list[Path]:
     """MCMFH expert load: fraction of token-to-expert assignments per expert (sums to 1 over experts; rows
     ``expert_load``, k = expert index), grouped bars per (variant, bits), error bars = std over seeds where there
-    is more than one seed, dashed line at the uniform load 1/E."""
+    is more than one seed, dashed line at the uniform load 1/E. With one model per protocol (rows tagged with the
+    protocol their model was selected under) the unimodal-selected models are shown, else the only ones there are."""
     data = df[(df["dataset"] == dataset) & (df["metric"] == "expert_load")]
     if data.empty:
         return []
+    if data["protocol"].isin(["-", "unimodal"]).any():
+        data = data[data["protocol"].isin(["-", "unimodal"])]
     summary = summarise(data, ["variant", "bits_label", "k"])
     series = sorted({(v, b) for v, b in zip(summary["variant"], summary["bits_label"])},
                     key=lambda vb: (vb[0], bits_sort_key(vb[1])))
