@@ -145,6 +145,23 @@ def test_a_run_writes_both_cells_resumes_them_and_reports_one_row_per_protocol(t
         expected = np.mean([r["value"] for r in rows if r["method"] == "ucmfh" and r["metric"] == "map"
                             and r["protocol"] == protocol and r["task"] == "i2t" and r["tie"] == "aware"])
         assert f"{expected:.3f}" in line
+        assert (f"Epochs selected by validation mAP under the {protocol} protocol (one model per protocol): ucmfh."
+                in table)
+
+
+def test_tables_name_a_model_selected_under_another_protocol() -> None:
+    from benchmarks.report.tables import selection_note
+
+    sel = normalise_rows(pd.DataFrame([
+        {"method": m, "variant": m, "dataset": "d", "metric": "map", "value": 0.5, "protocol": "paired",
+         "method_config": config, **extra}
+        for m, config, extra in (("ucmfh", {"select_protocol": "paired"}, {"select_per_protocol": True}),
+                                 ("mcmfh", {"select_protocol": "unimodal"}, {"select_per_protocol": False}),
+                                 ("ddbh", {"lr": 0.001}, {}))]))
+    assert selection_note(sel, "paired") == (
+        "Epochs selected by validation mAP under the paired protocol (one model per protocol): ucmfh. "
+        "Models selected under another protocol than this table's: mcmfh (unimodal).")
+    assert selection_note(sel[sel["variant"] == "ddbh"], "paired") is None
 
 
 def test_tuning_selects_under_the_protocol_the_study_scores(monkeypatch: pytest.MonkeyPatch) -> None:

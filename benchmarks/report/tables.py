@@ -158,6 +158,40 @@ def budget_note(sel: pd.DataFrame) -> str:
     return text + share + heirs
 
 
+def selection_note(sel: pd.DataFrame, protocol: str) -> str | None:
+    """Which protocol the models of a table's fusion variants were selected under (issue 14 item 3), or ``None``.
+
+    A variant whose rows come from one model per protocol (``select_per_protocol``) is named as selected under
+    ``protocol``; a variant with a ``method_config.select_protocol`` other than ``protocol`` (pinned with
+    ``--param``, or rows of an earlier harness) is named with the protocol it was selected under.
+
+    Parameters
+    ----------
+    sel : pd.DataFrame
+        Normalised rows of one table (columns ``variant``, ``method_config``; ``select_per_protocol`` optional).
+    protocol : str
+        The table's protocol.
+    """
+    flags = sel["select_per_protocol"] if "select_per_protocol" in sel.columns else [None] * len(sel)
+    per_protocol: set[str] = set()
+    other: dict[str, set[str]] = {}
+    for variant, config, flag in zip(sel["variant"], sel["method_config"], flags):
+        if not isinstance(config, dict) or "select_protocol" not in config:
+            continue
+        if flag is True:
+            per_protocol.add(variant)
+        elif config["select_protocol"] != protocol:
+            other.setdefault(variant, set()).add(str(config["select_protocol"]))
+    parts = []
+    if per_protocol:
+        parts.append(f"Epochs selected by validation mAP under the {protocol} protocol (one model per protocol): "
+                     f"{', '.join(sorted(per_protocol))}.")
+    if other:
+        parts.append("Models selected under another protocol than this table's: "
+                     + "; ".join(f"{v} ({'/'.join(sorted(p))})" for v, p in sorted(other.items())) + ".")
+    return " ".join(parts) or None
+
+
 def main_table(
     rows: pd.DataFrame, *, dataset: str, protocol: str = "unimodal", metric: str = "map", tie: str = "aware",
     headline: str = "mcmfh",
@@ -182,7 +216,7 @@ def main_table(
     variants = order_variants(list(dict.fromkeys(summary["variant"])), headline)
     title = f"{dataset}: {metric_label(metric, tie)}, {protocol} protocol, {seeds_phrase(summary['n_seeds'])}"
     notes = ["Bold: best hashing method per column at the printed precision (equal printed values all bold).",
-             budget_note(sel)]
+             budget_note(sel), *filter(None, [selection_note(sel, protocol)])]
     return _grid_table(summary, variants=variants, name=f"main_{dataset}_{protocol}", title=title, notes=notes,
                        with_chance=True)
 
@@ -209,7 +243,8 @@ def ablation_table(
     variants = order_variants(list(dict.fromkeys(summary["variant"])), headline)
     title = (f"{dataset}: ablations of {headline}, {metric_label(metric, tie)}, {protocol} protocol, "
              f"{seeds_phrase(summary['n_seeds'])}")
-    notes = ["Bold: best variant per column at the printed precision (equal printed values all bold).", budget_note(sel)]
+    notes = ["Bold: best variant per column at the printed precision (equal printed values all bold).", budget_note(sel),
+             *filter(None, [selection_note(sel, protocol)])]
     return _grid_table(summary, variants=variants, name=f"ablation_{dataset}_{protocol}", title=title, notes=notes,
                        with_chance=False)
 
