@@ -139,6 +139,13 @@ def test_ablations_inherit_the_base_study_without_overriding_their_own_setting(m
     assert ablation["params"] == {"lr_heads": 1e-3}  # gate_weight = 0 is what the ablation is about
     assert ablation["tuning"]["inherited_from"] == "mcmfh" and ablation["tuning"]["study"] == "mcmfh-synthetic-16"
 
+    # an ablation selected without its base is tuned on its own, and the run says so (and how to inherit instead)
+    calls.clear()
+    said: list[str] = []
+    tune_then_params(["mcmfh-no-gate"], ["synthetic"], [16], 4, storage=None, seeds=[0], echo=said.append)
+    assert calls == [(["mcmfh-no-gate"], [16])]
+    assert [line for line in said if "tuned as a method of its own because mcmfh is not selected" in line]
+
     # a float method's one study is at --tune-bits too, so a run over other code lengths reuses it
     calls.clear()
     tuned = tune_then_params(["real-valued"], ["synthetic"], [32, 64], 4, storage=None, seeds=[0], tune_bits=16,
