@@ -49,13 +49,6 @@ def inheriting_variants(methods: Sequence[str]) -> dict[str, str]:
             if METHODS.get(m).base in methods and "ablation" in METHODS.tags(m)}
 
 
-def alone_ablations(methods: Sequence[str]) -> list[str]:
-    """The selected ablation variants whose base method is not selected (so they are tuned on their own)."""
-    from methods import METHODS
-
-    return [m for m in methods if "ablation" in METHODS.tags(m) and METHODS.get(m).base not in methods]
-
-
 def inherit_tuned(tuned: dict[str, dict[str, Any]], inherit: dict[str, str]) -> None:
     """Give every variant of ``inherit`` its base's entries of ``tuned`` (in place): the base's parameters minus
     the settings the variant fixes, and its record with ``inherited_from`` naming the base."""
@@ -135,10 +128,11 @@ def tune_then_params(methods: Sequence[str], datasets: Sequence[str], bits: Sequ
         prepare_features(dataset, progress=True, **fields)
     inherit = inheriting_variants(methods)
     tuned_methods = [m for m in methods if m not in inherit]
-    for name in alone_ablations(methods):
-        echo(f"note: {name} is tuned as a method of its own because {METHODS.get(name).base} is not selected; "
-             f"select {METHODS.get(name).base} too to run it with {METHODS.get(name).base}'s tuned parameters "
-             "minus its own setting (the ablation question; finished cells are skipped)")
+    for name in [m for m in tuned_methods if "ablation" in METHODS.tags(m)]:  # selected without their base
+        base = METHODS.get(name).base
+        echo(f"note: {name} is tuned as a method of its own because {base} is not selected; select {base} too to "
+             f"run it with {base}'s tuned parameters minus its own setting (the ablation question; finished cells "
+             "are skipped)")
     binary = [m for m in tuned_methods if METHODS.get(m).cls.binary]
     floats = [m for m in tuned_methods if not METHODS.get(m).cls.binary]
     summaries = []

@@ -9,7 +9,8 @@ Seeds are only averaged within one configuration. A row's configuration is :data
 fields a row lacks count as ``null``) besides the table keys (variant, dataset, bits, protocol, task, tie, metric,
 k). A row of a cell whose model was selected under the protocol it evaluates (``select_per_protocol``: UCMFH,
 MCMFH, one cell per protocol) counts its ``method_config.select_protocol`` as ``"evaluated"``, so the two cells
-of one (method, bits, seed) are one configuration; a user-pinned ``select_protocol`` stays a setting. When one (dataset, variant, bits) holds rows of more than one configuration the report refuses with a
+of one (method, bits, seed) are one configuration; a user-pinned ``select_protocol`` stays a setting.
+When one (dataset, variant, bits) holds rows of more than one configuration the report refuses with a
 one-line :class:`ReportError` naming the fields that differ (the user reports a narrower folder) instead of
 averaging different settings as if they were seeds. The message names every key that differs with its values
 (``method_config.lr: 0.001 vs 0.01``). :func:`split_configurations` instead reports each configuration as its
@@ -123,10 +124,9 @@ def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].fillna("-")
     columns = [df[c] if c in df.columns else [None] * len(df) for c in CONFIG_FIELDS]
     if "select_per_protocol" in df.columns:  # one model per evaluated protocol: one configuration, not two
-        per_protocol = [flag is True for flag in df["select_per_protocol"]]
-        columns[CONFIG_FIELDS.index("method_config")] = [
-            _without_selection(c) if flag else c for c, flag in zip(columns[CONFIG_FIELDS.index("method_config")],
-                                                                      per_protocol)]
+        at = CONFIG_FIELDS.index("method_config")
+        columns[at] = [_without_selection(c) if flag is True else c
+                       for c, flag in zip(columns[at], df["select_per_protocol"])]
     df["config_key"] = [config_key(values) for values in zip(*columns)] if len(df) else []
     return df
 
